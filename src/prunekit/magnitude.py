@@ -1,0 +1,91 @@
+"""Unstructured magnitude pruning: pk.prune_magnitude."""
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from . import masks, select
+from ._targets import select_modules
+from .criteria import get_elementwise
+from .errors import PruneError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneReport:
+    """What a pruning call did: achieved sparsity over the selected weights, per layer too."""
+    sparsity: float
+    pruned: int
+    total: int
+    layers: dict = field(default_factory=dict)  # name -> {"params", "zeros", "sparsity"}
+
+
+def _check_fraction(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
+            or not 0.0 <= value <= 1.0:
+        raise PruneError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _source(index, module, score_fn, seed, is_builtin):
+    raw = masks.raw_tensor(module).detach()
+    flat = raw.reshape(-1)
+    mask = masks.get_mask(module)
+    alive = None if mask is None else mask.reshape(-1)
+    if not is_builtin:  # a user callable sees the whole tensor once; its scores are held
+        whole = score_fn(raw, None).detach().reshape(-1).to(torch.float32)
+        return select.Source(flat.numel(), lambda a, b: whole[a:b], alive)
+
+    def scores(start, stop):
+        # One generator per chunk, seeded by position: same seed -> same masks, any chunking order.
+        generator = torch.Generator().manual_seed(hash((seed, index, start)) & 0x7FFF_FFFF_FFFF)
+        return score_fn(flat[start:stop], generator)
+    return select.Source(flat.numel(), scores, alive)
+
+
+def _report(chosen, new_masks, total):
+    layers, zeros = {}, 0
+    for (name, module), mask in zip(chosen, new_masks):
+        z = mask.numel() - int(torch.count_nonzero(mask))
+        layers[name] = {"params": mask.numel(), "zeros": z, "sparsity": z / mask.numel()}
+        zeros += z
+    return PruneReport(sparsity=zeros / total if total else 0.0, pruned=zeros, total=total, layers=layers)
+
+
+def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", criterion="l1",
+                    include=None, exclude=None, seed=None) -> PruneReport:
+    """Mask the lowest-scoring weights of Linear/ConvNd layers.
+
+    sparsity: fraction of the selected weights to be zero afterwards (exactly round(s*N),
+    counting weights already masked); or threshold: prune weights scoring below it.
+    scope: "global" ranks all selected tensors together, "layer" prunes each to `sparsity`.
+    """
+    if (sparsity is None) == (threshold is None):
+        raise PruneError("give exactly one of sparsity= (a fraction) or threshold= (a score)")
+    if sparsity is not None:
+        sparsity = _check_fraction(sparsity, "sparsity")
+    elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise PruneError(f"threshold must be a finite number, got {threshold!r}")
+    if scope not in ("global", "layer"):
+        raise PruneError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise PruneError(f"seed must be an int or None, got {seed!r}")
+    score_fn = get_elementwise(criterion)
+    chosen = select_modules(model, include, exclude)
+    sources = [_source(i, m, score_fn, seed or 0, not callable(criterion)) for i, (_, m) in enumerate(chosen)]
+
+    # Decide every mask first; only then touch the model, so a failure leaves it unchanged.
+    if threshold is not None:
+        new_masks = [select.prune_below(s, float(threshold)) for s in sources]
+    elif scope == "global":
+        new_masks = select.prune_lowest(sources, round(sparsity * sum(s.numel for s in sources)))
+    else:
+        new_masks = [select.prune_lowest([s], round(sparsity * s.numel))[0] for s in sources]
+    for (name, module), mask in zip(chosen, new_masks):
+        masks.attach(module, mask.view(masks.raw_tensor(module).shape))
+    report = _report(chosen, new_masks, sum(s.numel for s in sources))
+    log.info("magnitude pruning (%s, %s): %d of %d weights zero (%.2f%%)", scope, criterion,
+             report.pruned, report.total, 100 * report.sparsity)
+    return report

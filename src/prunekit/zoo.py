@@ -1,0 +1,74 @@
+"""Reference models, registered by name so saved files can rebuild them from data alone."""
+from torch import nn
+
+from .errors import PruneError
+
+MODELS: dict = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        MODELS[name] = cls
+        cls.zoo_name = name
+        return cls
+    return wrap
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """A fresh, untrained zoo model; kwargs are its constructor arguments."""
+    if name not in MODELS:
+        raise PruneError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+def architecture(model: nn.Module):
+    """(zoo name, constructor kwargs) if `model` is a zoo model, else None."""
+    name = getattr(type(model), "zoo_name", None)
+    return None if MODELS.get(name) is not type(model) else (name, dict(model.config))
+
+
+@register("lenet300")
+class LeNet300(nn.Module):
+    """LeNet-300-100 (LeCun et al. 1998), the MLP of Han et al. 2015."""
+
+    def __init__(self, in_features=784, num_classes=10, hidden=(300, 100)):
+        super().__init__()
+        self.config = {"in_features": in_features, "num_classes": num_classes, "hidden": list(hidden)}
+        sizes = [in_features, *hidden]
+        layers = [nn.Flatten()]
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@register("lenet5")
+class LeNet5(nn.Module):
+    """LeNet-5, Caffe variant: conv 20 (5x5), pool, conv 50 (5x5), pool, fc 500, fc 10."""
+
+    def __init__(self, in_channels=1, num_classes=10, image_size=28):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(50 * side * side, 500), nn.ReLU(), nn.Linear(500, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@register("mlp1d")
+class MLP1D(LeNet300):
+    """MLP for MNIST-1D (40 features): 40-500-500-10 as in Greydanus & Kobak's lottery notebook."""
+
+    def __init__(self, in_features=40, num_classes=10, hidden=(500, 500)):
+        super().__init__(in_features, num_classes, hidden)
+
+
+DEFAULT_FOR_DATASET = {"mnist": "lenet5", "fashion-mnist": "lenet5", "mnist1d": "mlp1d", "digits": "lenet300"}
