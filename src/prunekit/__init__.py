@@ -2,7 +2,9 @@
 from .errors import PruneError
 from .magnitude import PruneReport, prune_magnitude
 from .masks import make_permanent, sparsity
+from .structured import StructuredResult, prune_structured
 
 __version__ = "0.1.0"
 
-__all__ = ["PruneError", "PruneReport", "prune_magnitude", "make_permanent", "sparsity", "__version__"]
+__all__ = ["PruneError", "PruneReport", "StructuredResult", "prune_magnitude", "prune_structured",
+           "make_permanent", "sparsity", "__version__"]

@@ -4,6 +4,7 @@ from typing import Callable
 from ..errors import PruneError
 
 ELEMENTWISE: dict = {}
+CHANNEL: dict = {}
 
 
 def register_elementwise(name: str):
@@ -24,4 +25,23 @@ def get_elementwise(criterion) -> Callable:
     return ELEMENTWISE[criterion]
 
 
+def register_channel(name: str):
+    """Register `fn(weight, out_dim) -> scores` (one per output channel) under `name`."""
+    def wrap(fn: Callable) -> Callable:
+        CHANNEL[name] = fn
+        return fn
+    return wrap
+
+
+def get_channel(importance) -> Callable:
+    """A registered channel criterion name, or a user callable `fn(weight, out_dim) -> scores`."""
+    if callable(importance):
+        return importance
+    if importance not in CHANNEL:
+        raise PruneError(f"unknown importance {importance!r}: choose one of {', '.join(sorted(CHANNEL))} "
+                         "or pass a callable (weight, out_dim) -> scores")
+    return CHANNEL[importance]
+
+
+from . import channel as _channel  # noqa: E402,F401  (registers the built-ins)
 from . import elementwise as _elementwise  # noqa: E402,F401  (registers the built-ins)

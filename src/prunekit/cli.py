@@ -1,0 +1,181 @@
+"""prunekit's command line: parse, call the library, print. Errors are one line, exit 2."""
+import argparse
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+
+from .errors import PruneError
+
+log = logging.getLogger("prunekit")
+
+
+def _floats(text):
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _write_json(path, payload):
+    from ._atomic import write_text
+    write_text(Path(path), json.dumps(payload, indent=2, default=str))
+
+
+def cmd_compare(args):
+    from rich.console import Console
+
+    from .pipeline import CompareConfig, run_compare
+    from .report import comparison_table, write_html, write_plots
+    overrides = dict(model=args.model, dataset=args.dataset, seed=args.seed, epochs=args.epochs,
+                     finetune_epochs=args.finetune_epochs, out=Path(args.out), threads=args.threads,
+                     methods=tuple(args.methods.split(",")) if args.methods else None,
+                     sparsities=args.sparsities)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    config = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
+    result = run_compare(config, quiet=args.quiet)
+    config.out.mkdir(parents=True, exist_ok=True)
+    _write_json(config.out / "compare.json", result)
+    if args.json:
+        _write_json(args.json, result)
+    write_plots(result, config.out)
+    write_html(result, config.out)
+    Console().print(comparison_table(result))
+    print(f"wrote {config.out}/compare.json, plots and report.html")
+
+
+def cmd_prune(args):
+    from . import data, export
+    from .magnitude import prune_magnitude
+    from .structured import prune_structured
+    model = export.load(args.input)
+    if args.structured:
+        example = data.load(args.dataset).test.x[:8]
+        prune_structured(model, example, ratio=args.sparsity)
+    else:
+        prune_magnitude(model, args.sparsity, scope=args.scope, criterion=args.criterion, seed=args.seed)
+    export.save(model, args.output, format=args.format)
+    print(f"wrote {args.output}")
+
+
+def cmd_finetune(args):
+    from . import data, export
+    from .train import FitConfig, fit
+    model = export.load(args.input)
+    result = fit(model, data.load(args.dataset), FitConfig(epochs=args.epochs, lr=args.lr, seed=args.seed),
+                 checkpoint_dir=args.checkpoints, quiet=args.quiet)
+    export.save(model, args.output)
+    print(f"best validation accuracy {result.best_val:.4f} at epoch {result.best_epoch}; wrote {args.output}")
+
+
+def cmd_evaluate(args):
+    from . import data, export, measure
+    from .train import evaluate
+    model = export.load(args.input)
+    dataset = data.load(args.dataset)
+    metrics = measure.measure(model, dataset.test.x[:args.batch])
+    metrics["accuracy"] = evaluate(model, dataset.test)
+    if args.json:
+        _write_json(args.json, metrics)
+    for key in ("accuracy", "params", "nonzeros", "sparsity", "macs", "effective_macs", "peak_memory"):
+        print(f"{key:>15}: {metrics.get(key)}")
+    print(f"{'latency':>15}: {1e3 * metrics['latency']['median_s']:.3f} ms (batch {args.batch})")
+
+
+def cmd_export(args):
+    from . import export
+    export.save(export.load(args.input), args.output, format=args.format)
+    print(f"wrote {args.output}")
+
+
+def cmd_env(args):
+    import numpy
+    import torch
+    info = {"prunekit": __import__("prunekit").__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    for key, value in info.items():
+        print(f"{key:>10}: {value}")
+    if args.json:
+        _write_json(args.json, info)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="prunekit", description="Prune PyTorch models and measure what it bought.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser
+
+    p = add("compare", parents=[common], help="magnitude vs structured pruning side by side (the main job)")
+    p.add_argument("--model", help="zoo model (lenet5, lenet300, mlp1d); default: the dataset's")
+    p.add_argument("--dataset", help="mnist (default), fashion-mnist, mnist1d, digits, or an IDX folder")
+    p.add_argument("--methods", help="comma-separated: magnitude-global,magnitude-layer,structured")
+    p.add_argument("--sparsities", type=_floats, help="comma-separated fractions, e.g. 0.5,0.9")
+    p.add_argument("--epochs", type=int, help="dense training epochs")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after each pruning")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="threads for latency timing (default 2)")
+    p.add_argument("--quick", action="store_true", help="a short run (about 3 minutes on 2 cores)")
+    p.add_argument("--out", default="runs/compare", help="output folder")
+    p.add_argument("--json", help="also write the result JSON here")
+    p.set_defaults(func=cmd_compare)
+
+    p = add("prune", parents=[common], help="prune a saved model")
+    p.add_argument("input"), p.add_argument("output")
+    p.add_argument("--sparsity", type=float, required=True, help="fraction (structured: channel ratio)")
+    p.add_argument("--scope", default="global", choices=["global", "layer"])
+    p.add_argument("--criterion", default="l1")
+    p.add_argument("--structured", action="store_true", help="remove channels instead of masking weights")
+    p.add_argument("--dataset", default="mnist", help="example inputs for structured analysis")
+    p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_prune)
+
+    p = add("finetune", parents=[common], help="fine-tune a saved model (masks stay enforced)")
+    p.add_argument("input"), p.add_argument("output")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints", help="folder for per-epoch checkpoints (resumes if present)")
+    p.set_defaults(func=cmd_finetune)
+
+    p = add("evaluate", parents=[common], help="accuracy, counts, MACs, latency of a saved model")
+    p.add_argument("input")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = add("export", parents=[common], help="re-save a model as dense or compressed safetensors")
+    p.add_argument("input"), p.add_argument("output")
+    p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
+    p.set_defaults(func=cmd_export)
+
+    p = add("env", parents=[common], help="versions, for bug reports")
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.quiet:
+        from rich.logging import RichHandler
+        logging.basicConfig(level=logging.INFO, format="%(message)s",
+                            handlers=[RichHandler(show_path=False, console=None)])
+    try:
+        args.func(args)
+    except PruneError as err:
+        print(f"prunekit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunekit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""pk.save / pk.load: one safetensors file whose header carries a JSON plan.
+
+The plan records the zoo architecture (if any), every layer's weight shape (so a
+structurally pruned model is rebuilt by slicing a fresh one), and which tensors are masked
+or stored compressed (values + bitmask). Nothing is unpickled on load.
+"""
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .. import masks, surgery, zoo
+from .._atomic import atomic_path
+from ..errors import PruneError
+from . import sparse_format
+
+FORMATS = ("dense", "compressed")
+_MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"
+
+
+_PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(.+)$")
+
+
+def _effective_state(model):
+    """{qualified name: effective tensor}: a masked `x.parametrizations.weight.original`
+    becomes `x.weight` (with zeros); parametrization internals are dropped."""
+    modules = dict(model.named_modules())
+    state, seen = {}, set()
+    for key, value in model.state_dict().items():
+        match = _PARAMETRIZED.match(key)
+        if match is not None:
+            if match.group(3) != "original":
+                continue
+            module_name, tensor_name = match.group(1) or "", match.group(2)
+            key = f"{module_name}.{tensor_name}" if module_name else tensor_name
+            value = getattr(modules[module_name], tensor_name)
+        value = value.detach().contiguous()
+        if value.data_ptr() in seen and value.numel():  # tied weights: safetensors wants copies
+            value = value.clone()
+        seen.add(value.data_ptr())
+        state[key] = value
+    return state
+
+
+def _shapes(model):
+    return {name: list(module.weight.shape) for name, module in model.named_modules()
+            if surgery.has_handler(module) and getattr(module, "weight", None) is not None}
+
+
+def save(model: nn.Module, path, format: str = "dense") -> Path:
+    """Write `model` to `path` (safetensors); format "dense" or "compressed" (values + bitmask)."""
+    if format not in FORMATS:
+        raise PruneError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    tensors, packed = {}, []
+    masked = {f"{m}.{t}" if m else t: masks.get_mask(mod, t) for m, mod, t in masks.masked_modules(model)}
+    prunable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, masks.PRUNABLE_TYPES)}
+    for name, tensor in _effective_state(model).items():
+        tensor = tensor.contiguous()
+        if format == "compressed" and name in prunable and \
+                sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
+            parts = sparse_format.pack(tensor)
+            tensors[name + _VALUES], tensors[name + _BITMASK] = parts["values"], parts["bitmask"]
+            packed.append([name, list(tensor.shape)])
+        else:
+            tensors[name] = tensor
+        if name in masked and name not in dict(packed):  # packed bitmask doubles as the mask
+            tensors[name + _MASK] = masked[name].contiguous()
+    arch = zoo.architecture(model)
+    plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
+            "shapes": _shapes(model), "masked": sorted(masked), "packed": packed}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
+    return path
+
+
+def _read(path):
+    path = Path(path)
+    if not path.is_file():
+        raise PruneError(f"no saved model at {path}")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            plan = json.loads((f.metadata() or {}).get("prunekit", "null"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PruneError(f"cannot read {path}: not a valid prunekit/safetensors file ({err})") from None
+    if not isinstance(plan, dict) or plan.get("prunekit") != 1:
+        raise PruneError(f"{path} has no prunekit plan; it was not written by pk.save")
+    return tensors, plan
+
+
+def _unpacked(tensors, plan):
+    """Tensors by state name, packed ones restored, plus {name: mask} for masked ones."""
+    state = {k: v for k, v in tensors.items() if not k.endswith((_MASK, _VALUES, _BITMASK))}
+    mask_of = {k[:-len(_MASK)]: v for k, v in tensors.items() if k.endswith(_MASK)}
+    for name, shape in plan["packed"]:
+        state[name] = sparse_format.unpack({"values": tensors[name + _VALUES],
+                                            "bitmask": tensors[name + _BITMASK],
+                                            "shape": torch.tensor(shape)})
+        if name in plan["masked"]:
+            mask_of[name] = state[name] != 0
+    return state, mask_of
+
+
+def _resize_plan(model, shapes):
+    """[(module, dim, n)] slicing a fresh model down to the saved shapes; validated only."""
+    modules, steps = dict(model.named_modules()), []
+    for name, saved in shapes.items():
+        module = modules.get(name)
+        if module is None or getattr(module, "weight", None) is None or module.weight.dim() != len(saved):
+            raise PruneError(f"saved layer {name!r} does not exist in the given model; pass the model "
+                             "class the file was saved from")
+        current = list(module.weight.shape)
+        out_axis, in_axis = (1, 0) if isinstance(module, nn.modules.conv._ConvTransposeNd) else (0, 1)
+        for dim, axis in (("out", out_axis), ("in", in_axis)):
+            if axis < len(saved) and saved[axis] != current[axis]:
+                if saved[axis] > current[axis]:
+                    raise PruneError(f"saved layer {name!r} is larger than the given model's ({saved} vs "
+                                     f"{current}); pass an unpruned model")
+                surgery.handler_for(module, name)
+                steps.append((module, dim, saved[axis], name))
+    return steps
+
+
+def load(path, model: nn.Module = None) -> nn.Module:
+    """Rebuild a model saved by pk.save (zoo models from data alone, others into `model`)."""
+    tensors, plan = _read(path)
+    if model is None:
+        if not plan.get("arch"):
+            raise PruneError(f"{path} holds a model prunekit cannot rebuild alone; pass model= a fresh "
+                             "instance of its class")
+        model = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
+    state, mask_of = _unpacked(tensors, plan)
+    steps = _resize_plan(model, plan["shapes"])
+    expected = set(_effective_state(model))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+        raise PruneError(f"{path} does not match the model: missing {missing}, unexpected {extra}")
+    resized = {id(step[0]) for step in steps}
+    modules = dict(model.named_modules())
+    for key, value in state.items():  # check what slicing will not change, before any change
+        module = modules[key.rpartition(".")[0]]
+        current = getattr(module, key.rpartition(".")[2])
+        if id(module) not in resized and current.shape != value.shape:
+            raise PruneError(f"{path}: tensor {key!r} has shape {list(value.shape)}, the model has "
+                             f"{list(current.shape)}")
+    for module, dim, n, name in steps:
+        surgery.apply(module, dim, torch.arange(n), name)
+    with torch.no_grad():
+        for key, value in state.items():
+            module_name, _, tensor_name = key.rpartition(".")
+            if key in mask_of:
+                masks.attach(modules[module_name], mask_of[key], tensor_name)
+            target = masks.raw_tensor(modules[module_name], tensor_name)
+            if target.shape != value.shape:
+                raise PruneError(f"{path}: tensor {key!r} has shape {list(value.shape)}, model has "
+                                 f"{list(target.shape)}")
+            target.copy_(value)
+    return model

@@ -1,0 +1,41 @@
+"""PNG plots: accuracy vs compression and speedup vs compression, one line per method."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .._atomic import atomic_path  # noqa: E402
+
+PLOTS = {"accuracy_vs_compression.png": ("accuracy", "test accuracy"),
+         "speedup_vs_compression.png": ("speedup", "measured speedup (x)")}
+
+
+def _by_method(runs):
+    methods = {}
+    for run in runs:
+        methods.setdefault(run["method"], []).append(run)
+    return {m: sorted(rs, key=lambda r: r["compression_ratio"]) for m, rs in methods.items()}
+
+
+def write_plots(result: dict, out_dir) -> list:
+    out_dir = Path(out_dir)
+    written = []
+    for filename, (key, label) in PLOTS.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, runs in _by_method(result["runs"]).items():
+            ax.plot([r["compression_ratio"] for r in runs], [r[key] for r in runs], marker="o", label=method)
+        reference = result["baseline"]["accuracy"] if key == "accuracy" else 1.0
+        ax.axhline(reference, color="gray", linestyle="--", label="dense")
+        ax.set_xscale("log")
+        ax.set_xlabel("compression ratio (prunable weights / nonzero)")
+        ax.set_ylabel(label)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(out_dir / filename) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        written.append(out_dir / filename)
+    return written

@@ -1,0 +1,83 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit as pk
+from prunekit import zoo
+from prunekit.export import load, save
+
+
+def test_masked_zoo_model_round_trip_dense_and_compressed(tmp_path):
+    model = zoo.build("lenet5")
+    pk.prune_magnitude(model, 0.9)
+    x = torch.randn(3, 1, 28, 28)
+    expected = model(x)
+    for fmt in ("dense", "compressed"):
+        path = save(model, tmp_path / f"m-{fmt}.safetensors", format=fmt)
+        loaded = load(path)
+        assert torch.equal(loaded(x), expected)
+        assert pk.sparsity(loaded)["global"]["sparsity"] == pytest.approx(0.9, abs=1e-6)
+        # masks come back: fine-tuning the loaded model keeps the zeros
+        assert hasattr(loaded.features[0], "parametrizations")
+    dense = (tmp_path / "m-dense.safetensors").stat().st_size
+    assert (tmp_path / "m-compressed.safetensors").stat().st_size < dense / 3
+
+
+def test_structured_model_rebuilt_from_data(tmp_path):
+    model = zoo.build("lenet5")
+    x = torch.randn(2, 1, 28, 28)
+    pk.prune_structured(model, x, ratio=0.6)
+    path = save(model, tmp_path / "s.safetensors")
+    loaded = load(path)
+    assert loaded.features[0].out_channels == model.features[0].out_channels
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_non_zoo_model_needs_fresh_instance(tmp_path):
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    model = build()
+    pk.prune_structured(model, torch.randn(4, 8), ratio=0.5)
+    pk.prune_magnitude(model, 0.5)
+    path = save(model, tmp_path / "c.safetensors", format="compressed")
+    with pytest.raises(pk.PruneError, match="model="):
+        load(path)
+    loaded = load(path, model=build())
+    x = torch.randn(5, 8)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded[1].num_features == 8
+
+
+def test_bad_files_refused(tmp_path):
+    with pytest.raises(pk.PruneError, match="no saved model"):
+        load(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(pk.PruneError, match="cannot read"):
+        load(corrupt)
+    good = save(zoo.build("lenet300"), tmp_path / "g.safetensors")
+    wrong = zoo.build("lenet5")
+    before = copy.deepcopy(wrong.state_dict())
+    with pytest.raises(pk.PruneError):
+        load(good, model=wrong)
+    assert all(torch.equal(before[k], v) for k, v in wrong.state_dict().items())
+    with pytest.raises(pk.PruneError, match="format"):
+        save(wrong, tmp_path / "x.safetensors", format="zip")
+
+
+def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save(zoo.build("lenet300"), path)
+    original = path.read_bytes()
+    import prunekit.export.io as io
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(io, "save_file", boom)
+    with pytest.raises(RuntimeError):
+        save(zoo.build("lenet300"), path)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
