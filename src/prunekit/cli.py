@@ -41,7 +41,7 @@ def cmd_compare(args):
         _write_json(args.json, result)
     write_plots(result, config.out)
     write_html(result, config.out)
-    Console().print(comparison_table(result))
+    Console(width=None if sys.stdout.isatty() else 150).print(comparison_table(result))
     print(f"wrote {config.out}/compare.json, plots and report.html")
 
 
@@ -70,11 +70,12 @@ def cmd_finetune(args):
 
 
 def cmd_evaluate(args):
-    from . import data, export, measure
+    from . import data, export
+    from .measure import measure
     from .train import evaluate
     model = export.load(args.input)
     dataset = data.load(args.dataset)
-    metrics = measure.measure(model, dataset.test.x[:args.batch])
+    metrics = measure(model, dataset.test.x[:args.batch])
     metrics["accuracy"] = evaluate(model, dataset.test)
     if args.json:
         _write_json(args.json, metrics)

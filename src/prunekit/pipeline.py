@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from . import data as datasets
-from . import measure as measuring
 from . import methods, zoo
 from ._paths import home
 from .errors import PruneError
 from .export import load, save
 from .masks import make_permanent
+from .measure import compare, measure, time_models
 from .train import FitConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet=
 
 def _metrics(model, example, dataset, path):
     """Counts, MACs, memory and energy of `model`, its test accuracy, and its real file sizes."""
-    metrics = measuring.measure(model, example, latency=False)
+    metrics = measure(model, example, latency=False)
     metrics["accuracy"] = evaluate(model, dataset.test)
     save(model, path.with_suffix(".dense.safetensors"), format="dense")
     save(model, path, format="compressed")
@@ -122,7 +122,7 @@ def _metrics(model, example, dataset, path):
 
 
 def _row(method, sparsity, baseline, metrics):
-    ratios = measuring.compare(baseline, metrics)
+    ratios = compare(baseline, metrics)
     return {"method": method, "target_sparsity": sparsity,
             "achieved_sparsity": 1 - metrics["nonzeros"] / baseline["prunable_params"],
             "compression_ratio": ratios["compression_ratio"], "accuracy": metrics["accuracy"],
@@ -151,7 +151,7 @@ def run_compare(config: CompareConfig, quiet=False) -> dict:
             pruned[(method, sparsity)] = (model, _metrics(model, example, dataset,
                                                           models_dir / f"{method}-{sparsity:g}.safetensors"))
     timed = {"dense": dense, **{f"{m}@{s}": model for (m, s), (model, _) in pruned.items()}}
-    latency = measuring.time_models(timed, example, repeats=config.latency_repeats, threads=config.threads)
+    latency = time_models(timed, example, repeats=config.latency_repeats, threads=config.threads)
     baseline["latency"] = latency["dense"]
     runs = []
     for (method, sparsity), (model, metrics) in pruned.items():

@@ -115,5 +115,5 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     removed = {}
     _apply(model, groups, plan, removed)
     result = StructuredResult(model, removed, params_before, sum(p.numel() for p in model.parameters()))
-    log.info("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
+    log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
     return result

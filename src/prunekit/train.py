@@ -95,7 +95,7 @@ def _train_epoch(model, dataset, optimizer, config, epoch, progress):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss, batches = total_loss + float(loss), batches + 1
+        total_loss, batches = total_loss + loss.item(), batches + 1
         progress.advance(task)
     progress.remove_task(task)
     return total_loss / max(batches, 1)

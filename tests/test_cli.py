@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from prunekit.cli import main
+
+RUN_KEYS = {"method", "target_sparsity", "compression_ratio", "accuracy", "accuracy_retention", "speedup",
+            "theoretical_speedup", "memory_reduction", "energy_efficiency", "size_bytes"}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_compare_on_digits_writes_json_plots_and_report(home, capsys):
+    out = home / "run"
+    code = main(["compare", "--dataset", "digits", "--model", "lenet300", "--epochs", "2",
+                 "--finetune-epochs", "1", "--sparsities", "0.5,0.9", "--out", str(out),
+                 "--json", str(home / "c.json"), "--quiet"])
+    assert code == 0
+    result = json.loads((home / "c.json").read_text())
+    assert {"baseline", "runs"} <= set(result)
+    assert len(result["runs"]) == 6
+    for run in result["runs"]:
+        assert RUN_KEYS <= set(run)
+        assert run["compression_ratio"] > 1.5
+    magnitude = [r for r in result["runs"] if r["method"] == "magnitude-global"]
+    assert [round(r["compression_ratio"], 1) for r in magnitude] == [2.0, 10.0]
+    for name in ("compare.json", "accuracy_vs_compression.png", "speedup_vs_compression.png", "report.html"):
+        assert (out / name).stat().st_size > 100
+    assert "magnitude-global" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--methods", "magnitude-global,sorcery"], "unknown method"),
+    (["compare", "--sparsities", "0.5,1.5"], "sparsity"),
+    (["compare", "--dataset", "no-such-data"], "unknown dataset"),
+    (["compare", "--model", "resnet9000"], "unknown model"),
+    (["prune", "missing.safetensors", "out.safetensors", "--sparsity", "0.5"], "no saved model"),
+])
+def test_bad_input_is_one_line_and_exit_2(home, capsys, argv, message):
+    argv = argv + ["--quiet"] if argv[0] != "compare" else argv + ["--out", str(home / "o"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (home / "o").exists()
+
+
+def test_prune_export_evaluate_round_trip(home, capsys):
+    from prunekit import save, zoo
+    src = save(zoo.build("lenet300", in_features=64), home / "dense.safetensors")
+    assert main(["prune", str(src), str(home / "p.safetensors"), "--sparsity", "0.8", "--quiet"]) == 0
+    assert main(["export", str(home / "p.safetensors"), str(home / "d.safetensors"), "--format", "dense",
+                 "--quiet"]) == 0
+    assert main(["evaluate", str(home / "p.safetensors"), "--dataset", "digits", "--json",
+                 str(home / "m.json"), "--quiet"]) == 0
+    metrics = json.loads((home / "m.json").read_text())
+    assert metrics["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert (home / "p.safetensors").stat().st_size < (home / "d.safetensors").stat().st_size / 2
+
+
+def test_env(capsys):
+    assert main(["env"]) == 0
+    assert "torch" in capsys.readouterr().out
