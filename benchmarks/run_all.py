@@ -1,0 +1,32 @@
+"""`make bench`: every benchmark, side by side, figures written to runs/bench/*.json.
+
+Each script prints its own table; the README's figures come from these outputs.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+OUT = Path("runs/bench")
+
+BENCHMARKS = [
+    ("global_threshold.py", ["--sizes", "10M,100M,1B"]),
+    ("han2015_lenet300.py", []),
+]
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for script, args in BENCHMARKS:
+        print(f"\n=== {script} ===", flush=True)
+        target = OUT / script.replace(".py", ".json")
+        code = subprocess.call([sys.executable, str(HERE / script), *args, "--json", str(target)])
+        if code:
+            failed.append(script)
+    if failed:
+        sys.exit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

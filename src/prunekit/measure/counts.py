@@ -1,0 +1,65 @@
+"""Parameter / nonzero counts and the bytes of the model saved as safetensors."""
+import torch
+from safetensors.torch import save as safetensors_save
+from torch import nn
+
+from ..export import sparse_format
+from .modules import effective_tensors, prunable_modules
+
+
+def _nonzeros(t: torch.Tensor) -> int:
+    return int(torch.count_nonzero(t)) if t.numel() else 0
+
+
+@torch.no_grad()
+def count_params(model: nn.Module) -> dict:
+    """params, prunable_params, nonzeros, params_nonzero, sparsity (of prunable weights)."""
+    params = params_nonzero = 0
+    seen = set()
+    for _, tensor, is_param, identity in effective_tensors(model):
+        if not is_param or id(identity) in seen:
+            continue
+        seen.add(id(identity))
+        params += tensor.numel()
+        params_nonzero += _nonzeros(tensor)
+    prunable = nonzeros = 0
+    seen = set()
+    for _, module in prunable_modules(model):
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        weight = module.weight
+        prunable += weight.numel()
+        nonzeros += _nonzeros(weight)
+    sparsity = 1.0 - nonzeros / prunable if prunable else 0.0
+    return {"params": params, "prunable_params": prunable, "nonzeros": nonzeros,
+            "params_nonzero": params_nonzero, "sparsity": sparsity}
+
+
+def effective_state(model: nn.Module) -> dict:
+    """{qualified name: effective tensor} of all persistent parameters and buffers, contiguous,
+    on CPU, with tied tensors copied (safetensors refuses shared storage)."""
+    state, seen = {}, set()
+    for name, tensor, _, _ in effective_tensors(model):
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.numel() and tensor.data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        state[name] = tensor
+    return state
+
+
+@torch.no_grad()
+def sizes(model: nn.Module) -> dict:
+    """size_bytes of the dense safetensors file, and size_bytes_compressed where every
+    prunable weight whose values+bitmask form is smaller is stored that way."""
+    state = effective_state(model)
+    dense = len(safetensors_save(state))
+    prunable = {f"{name}.weight" if name else "weight" for name, _ in prunable_modules(model)}
+    for key in prunable & set(state):
+        tensor = state[key]
+        if sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
+            packed = sparse_format.pack(state.pop(key))
+            state.update({f"{key}.__{part}": value for part, value in packed.items()})
+    compressed = len(safetensors_save(state))
+    return {"size_bytes": dense, "size_bytes_compressed": compressed}
