@@ -14,6 +14,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file should look ordinary
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -24,3 +25,9 @@ def atomic_path(path):
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -86,6 +86,9 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
     for (name, module), mask in zip(chosen, new_masks):
         masks.attach(module, mask.view(masks.raw_tensor(module).shape))
     report = _report(chosen, new_masks, sum(s.numel for s in sources))
+    if sparsity is not None and scope == "global" and report.sparsity > sparsity + 0.5 / max(report.total, 1):
+        log.warning("sparsity %.4f is below the %.4f already masked: masks only ever grow, nothing was "
+                    "unpruned", sparsity, report.sparsity)
     log.info("magnitude pruning (%s, %s): %d of %d weights zero (%.2f%%)", scope, criterion,
              report.pruned, report.total, 100 * report.sparsity)
     return report

@@ -32,8 +32,8 @@ class CompareConfig:
     dataset: str = "mnist"
     methods: tuple = DEFAULT_METHODS
     sparsities: tuple = (0.5, 0.8, 0.9, 0.95)
-    epochs: int = 8                 # dense training
-    finetune_epochs: int = 2
+    epochs: int = 6                 # dense training
+    finetune_epochs: int = 1
     finetune_limit: int = 0         # samples per fine-tune epoch; 0 = all
     finetune_lr: float = 0.01
     seed: int = 0

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from .._atomic import atomic_path  # noqa: E402
 
@@ -29,6 +30,9 @@ def write_plots(result: dict, out_dir) -> list:
         reference = result["baseline"]["accuracy"] if key == "accuracy" else 1.0
         ax.axhline(reference, color="gray", linestyle="--", label="dense")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%gx"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xticks(sorted({round(1 / (1 - r["target_sparsity"]), 1) for r in result["runs"]}))
         ax.set_xlabel("compression ratio (prunable weights / nonzero)")
         ax.set_ylabel(label)
         ax.legend()
