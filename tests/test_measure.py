@@ -297,3 +297,11 @@ def test_measure_rejects_bad_inputs(bad):
         measure(mlp(2), bad, latency=False)
     with pytest.raises(PruneError):
         measure(mlp(2), torch.randn(1, 2), repeats=0)
+
+
+def test_peak_memory_counts_an_input_view_by_its_own_bytes():
+    model = nn.Sequential(nn.Linear(10, 10))
+    big = torch.randn(100_000, 10)
+    from_view = measure(model, big[:4], latency=False)["peak_memory"]
+    from_copy = measure(model, big[:4].clone(), latency=False)["peak_memory"]
+    assert from_view == from_copy

@@ -140,7 +140,7 @@ def run_compare(config: CompareConfig, quiet=False) -> dict:
     dataset = datasets.load(config.dataset)
     torch.manual_seed(config.seed)
     dense = dense_model(config, dataset, quiet)
-    example = dataset.test.x[:config.latency_batch]
+    example = dataset.test.x[:config.latency_batch].clone()  # its own storage, not the test set's
     models_dir = config.out / "models"
     baseline = _metrics(dense, example, dataset, models_dir / "dense.safetensors")
     pruned = {}

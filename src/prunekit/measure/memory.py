@@ -23,8 +23,9 @@ class _LiveBytes(TorchDispatchMode):
         super().__init__()
         self.live = {}  # data_ptr -> nbytes; resident storages are never freed while measuring
         for tensor in resident:
-            storage = tensor.untyped_storage()
-            self.live.setdefault(storage.data_ptr(), storage.nbytes())
+            # The tensor's own bytes, not its storage's: an input sliced from a whole dataset
+            # shares that dataset's storage, which the model does not need.
+            self.live.setdefault(tensor.untyped_storage().data_ptr(), tensor.numel() * tensor.element_size())
         self.current = self.peak = sum(self.live.values())
 
     def _track(self, tensor: torch.Tensor) -> None:
