@@ -5,45 +5,21 @@ structurally pruned model is rebuilt by slicing a fresh one), and which tensors 
 or stored compressed (values + bitmask). Nothing is unpickled on load.
 """
 import json
-import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .. import masks, surgery, zoo
+from ..measure.counts import effective_state as _effective_state
 from .._atomic import atomic_path
 from ..errors import PruneError
 from . import sparse_format
 
 FORMATS = ("dense", "compressed")
 _MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"
-
-
-_PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(.+)$")
-
-
-def _effective_state(model):
-    """{qualified name: effective tensor}: a masked `x.parametrizations.weight.original`
-    becomes `x.weight` (with zeros); parametrization internals are dropped."""
-    modules = dict(model.named_modules())
-    state, seen = {}, set()
-    for key, value in model.state_dict().items():
-        match = _PARAMETRIZED.match(key)
-        if match is not None:
-            if match.group(3) != "original":
-                continue
-            module_name, tensor_name = match.group(1) or "", match.group(2)
-            key = f"{module_name}.{tensor_name}" if module_name else tensor_name
-            value = getattr(modules[module_name], tensor_name)
-        value = value.detach().contiguous()
-        if value.data_ptr() in seen and value.numel():  # tied weights: safetensors wants copies
-            value = value.clone()
-        seen.add(value.data_ptr())
-        state[key] = value
-    return state
 
 
 def _shapes(model):
@@ -67,8 +43,8 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
             packed.append([name, list(tensor.shape)])
         else:
             tensors[name] = tensor
-        if name in masked and name not in dict(packed):  # packed bitmask doubles as the mask
-            tensors[name + _MASK] = masked[name].contiguous()
+            if name in masked:  # a packed tensor's bitmask doubles as its mask
+                tensors[name + _MASK] = masked[name].contiguous()
     arch = zoo.architecture(model)
     plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
             "shapes": _shapes(model), "masked": sorted(masked), "packed": packed}
@@ -83,9 +59,9 @@ def _read(path):
     if not path.is_file():
         raise PruneError(f"no saved model at {path}")
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read: header plan and tensors
             plan = json.loads((f.metadata() or {}).get("prunekit", "null"))
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise PruneError(f"cannot read {path}: not a valid prunekit/safetensors file ({err})") from None
     if not isinstance(plan, dict) or plan.get("prunekit") != 1:
