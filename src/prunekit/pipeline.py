@@ -23,7 +23,7 @@ from .train import FitConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METHODS = ("magnitude-global", "magnitude-layer", "structured")
+DEFAULT_METHODS = ("magnitude-global", "magnitude-layer", "structured", "hybrid")
 
 
 @dataclass

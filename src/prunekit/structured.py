@@ -1,18 +1,29 @@
-"""Structured pruning: pk.prune_structured removes whole channels/filters/neurons."""
+"""Structured pruning: pk.prune_structured removes whole channels, filters and neurons.
+
+One traced forward finds every set of coupled channels (graph/); a criterion scores them
+(criteria/); this module decides how many go from each channel space and removes them
+(surgery/), then runs the pruned model once to check every shape it predicted. A reshape
+or slice with a fixed size that the trace could not see makes that check fail: the channels
+it touches are then kept and the choice is made again. A failure restores the model.
+"""
 import logging
 import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import surgery
 from .criteria import get_channel
+from .criteria.group import units as unit_order
 from .errors import PruneError
-from .graph import find_groups
+from .graph import analyze, check, pin_event
 
 log = logging.getLogger(__name__)
+
+_MAX_REPAIRS = 200
 
 
 @dataclass
@@ -21,6 +32,16 @@ class StructuredResult:
     removed: dict = field(default_factory=dict)  # name -> {"out": [...], "in": [...]} original indexing
     params_before: int = 0
     params_after: int = 0
+    kept_fixed: list = field(default_factory=list)  # "op in module" whose channels had to stay
+
+
+@dataclass
+class Options:
+    ratio: float
+    scope: str
+    round_to: int
+    max_ratio: float
+    overrides: dict
 
 
 def _inputs(example_inputs):
@@ -44,76 +65,182 @@ def _ignored(model, ignore):
     return names
 
 
-def _n_keep(channels, ratio, round_to):
-    keep = channels - math.floor(channels * ratio)
-    if round_to > 1:
-        keep = max(round_to, round_to * round(keep / round_to))
-    return max(1, min(channels, keep))
+def _check_ratio(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value < 1:
+        raise PruneError(f"{what} must be a number in [0, 1), got {value!r}")
 
 
-def _validate(ratio, granularity, scope, round_to):
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
-        raise PruneError(f"ratio must be a number in [0, 1), got {ratio!r}")
+def _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps):
+    _check_ratio(ratio, "ratio")
     if granularity != "channel":
         raise PruneError(f"granularity {granularity!r} is not available yet; use 'channel'")
-    if scope != "layer":
-        raise PruneError(f"structured scope {scope!r} is not available yet; use 'layer'")
+    if scope not in ("layer", "global"):
+        raise PruneError(f"scope must be 'layer' or 'global', got {scope!r}")
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise PruneError(f"round_to must be a positive int, got {round_to!r}")
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0 < max_ratio <= 1:
+        raise PruneError(f"max_ratio must be a number in (0, 1], got {max_ratio!r}")
+    if not isinstance(overrides, dict):
+        raise PruneError(f"overrides must be a dict {{module regex: ratio}}, got {type(overrides).__name__}")
+    for pattern, value in overrides.items():
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError):
+            raise PruneError(f"overrides key {pattern!r} is not a valid regex") from None
+        _check_ratio(value, f"overrides[{pattern!r}]")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PruneError(f"steps must be a positive int, got {steps!r}")
 
 
-def _plan(model, groups, ratio, round_to, score_fn):
-    """{producer: sorted kept indices}, decided before anything changes."""
-    modules = dict(model.named_modules())
-    plan = {}
-    for group in groups:
-        for member in group.members:
-            surgery.handler_for(modules[member.name], member.name)  # fail before any change
-        weight = modules[group.producer].weight
-        out_dim = 1 if isinstance(modules[group.producer], nn.modules.conv._ConvTransposeNd) else 0
-        scores = score_fn(weight, out_dim)
-        n_keep = _n_keep(group.channels, ratio, round_to)
-        # Stable descending sort: equal scores keep the lower index (deterministic).
-        order = torch.sort(scores, descending=True, stable=True).indices
-        plan[group.producer] = torch.sort(order[:n_keep]).values
-    return plan
+def _space_ratio(space, options):
+    for pattern, value in options.overrides.items():
+        if any(re.fullmatch(pattern, m) for m in space.modules):
+            return value
+    return options.ratio
 
 
-def _apply(model, groups, plan, removed):
-    modules = dict(model.named_modules())
-    for group in groups:
-        keep = plan[group.producer]
-        dropped = sorted(set(range(group.channels)) - set(keep.tolist()))
-        if not dropped:
-            continue
-        for member in group.members:
-            if member.repeat > 1:  # channel c is features c*repeat ... c*repeat + repeat - 1
-                index = (keep[:, None] * member.repeat + torch.arange(member.repeat)).reshape(-1)
-                gone = [c * member.repeat + j for c in dropped for j in range(member.repeat)]
-            else:
-                index, gone = keep, dropped
-            surgery.apply(modules[member.name], member.dim, index, member.name)
-            removed.setdefault(member.name, {"out": [], "in": []})[member.dim].extend(gone)
+def _keep_count(n_now, n_first, fraction, options):
+    """Units to keep in a space that had `n_first` before the first step and `n_now` now."""
+    keep = n_first - math.floor(n_first * fraction + 1e-9)
+    keep = max(keep, n_first - math.floor(n_first * options.max_ratio + 1e-9))
+    if options.round_to > 1:
+        keep = max(options.round_to, options.round_to * round(keep / options.round_to))
+    return max(1, min(n_now, keep))
+
+
+def _lowest(space_units, score_of, n):
+    """The `n` lowest-scored units (ties: the first in order)."""
+    scores = np.array([score_of[u] for u in space_units])
+    return space_units[np.argsort(scores, kind="stable")[:n]]
+
+
+def _choose_layer(graph, score_of, first_counts, progress, options):
+    removed = []
+    for space in graph.spaces:
+        roots = graph.uf.find(space.units)
+        n_first = first_counts.get(space.name, len(roots))
+        keep = _keep_count(len(roots), n_first, _space_ratio(space, options) * progress, options)
+        removed.extend(_lowest(roots, score_of, len(roots) - keep).tolist())
+    return set(removed)
+
+
+def _choose_global(graph, score_of, first_counts, progress, options):
+    """Lowest scores over all spaces, each normalised by its space mean, under each space's
+    floor (one unit, round_to, max_ratio)."""
+    candidates, floors, total_first, total_now = [], {}, 0, 0
+    for index, space in enumerate(graph.spaces):
+        roots = graph.uf.find(space.units)
+        n_first = first_counts.get(space.name, len(roots))
+        total_first, total_now = total_first + n_first, total_now + len(roots)
+        floors[index] = _keep_count(len(roots), n_first, 1.0, options)
+        scores = np.array([score_of[u] for u in roots])
+        finite = scores[np.isfinite(scores)]
+        mean = finite.mean() if len(finite) and finite.mean() > 0 else 1.0
+        candidates += [(s / mean, index, u) for s, u in zip(scores.tolist(), roots.tolist())]
+    target = math.floor(total_first * options.ratio * progress + 1e-9) - (total_first - total_now)
+    left = {i: len(graph.uf.find(s.units)) for i, s in enumerate(graph.spaces)}
+    chosen = {i: [] for i in left}
+    for score, index, unit in sorted(candidates, key=lambda c: c[0]):
+        if target <= 0 or not np.isfinite(score):
+            break
+        if left[index] > floors[index]:
+            chosen[index].append(unit)
+            left[index] -= 1
+            target -= 1
+    removed = []
+    for index, units in chosen.items():
+        if options.round_to > 1:  # keep a multiple of round_to: give back the last choices
+            surplus = left[index] % options.round_to
+            units = units[: len(units) - (options.round_to - surplus) % options.round_to] if surplus else units
+        removed += units
+    return set(removed)
+
+
+def _apply_checked(model, inputs, graph, choose, kept_fixed):
+    """Remove the chosen units; if the pruned model's shapes differ from the prediction,
+    keep the channels of the offending op and choose again (of its whole module, then of
+    the module above, if the same op fails again). Returns (removed, cuts)."""
+    strikes = {}
+    for _ in range(_MAX_REPAIRS):
+        removed = choose(graph)
+        if not removed:
+            return removed, None
+        plan = surgery.cuts(model, graph, removed)
+        snapshot = surgery.Snapshot(surgery.touched(model, plan))
+        try:
+            surgery.apply(model, plan)
+            bad = check(model, inputs, graph, removed)
+        except BaseException:
+            snapshot.restore()
+            raise
+        if bad is None:
+            return removed, plan
+        snapshot.restore()
+        log.info("keeping the channels of %r in %r: its output has a fixed shape", bad.op, bad.module)
+        kept_fixed.append(f"{bad.op} in {bad.module or '<model>'}")
+        strikes[id(bad)] = strikes.get(id(bad), -1) + 1
+        pin_event(graph, bad, widen=strikes[id(bad)])
+    raise PruneError(f"structured pruning found more than {_MAX_REPAIRS} ops with fixed shapes; "
+                     "prune fewer modules (ignore=)")
+
+
+def _record_removed(graph, plan, origin, removed):
+    """Add this step's cuts of every weight to `removed`, in the original indexing."""
+    roles = {(s.module, s.tensor, s.dim): ("in" if s.role == "in" else "out") for s in graph.slices}
+    for (module, tensor), dims in plan.tensors.items():
+        for dim, keep in dims.items():
+            key = (module, tensor, dim)
+            indices, kept = origin[key], keep.numpy()
+            gone = np.setdiff1d(np.arange(len(indices)), kept)
+            if tensor == "weight":
+                removed.setdefault(module, {"out": [], "in": []})[roles[key]].extend(indices[gone].tolist())
+            origin[key] = indices[kept]
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
 
 
 def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance="l2",
-                     scope="layer", ignore=None, round_to=1, calibration=None) -> StructuredResult:
-    """Remove `ratio` of the output channels of every prunable layer (in place; returned).
+                     scope="layer", ignore=None, round_to=1, calibration=None, overrides=None,
+                     max_ratio=1.0, steps=1, seed=None) -> StructuredResult:
+    """Remove `ratio` of the channels of every channel space (in place; the model is returned).
 
-    Coupled layers (BatchNorm, the next layer's inputs, flattened features) are sliced with
-    them. Output layers, whose channels are the model's outputs, are never pruned.
+    scope "layer" takes `ratio` from each space; "global" takes `ratio` of all units, the
+    lowest-scored first. `overrides` {module regex: ratio} sets a space's own ratio;
+    `max_ratio` caps what any space loses; `round_to` keeps channel counts multiples of it;
+    `steps` > 1 prunes in equal steps, re-scoring in between. Output layers keep their
+    channels; modules in `ignore` are left exactly as they are.
     """
-    _validate(ratio, granularity, scope, round_to)
+    overrides = {} if overrides is None else overrides
+    _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
     inputs = _inputs(example_inputs)
-    score_fn = get_channel(importance)
-    params_before = sum(p.numel() for p in model.parameters())
-    groups = find_groups(model, inputs, ignore=_ignored(model, ignore))
-    if not groups:
-        raise PruneError(f"{type(model).__name__} has no prunable channels: every layer feeds the output "
-                         "or is ignored")
-    plan = _plan(model, groups, ratio, round_to, score_fn)
-    removed = {}
-    _apply(model, groups, plan, removed)
-    result = StructuredResult(model, removed, params_before, sum(p.numel() for p in model.parameters()))
+    criterion = get_channel(importance)
+    options = Options(ratio, scope, round_to, max_ratio, overrides)
+    ignored = _ignored(model, ignore)
+    result = StructuredResult(model, params_before=_count(model))
+    first_counts, origin = None, {}
+    chooser = _choose_layer if scope == "layer" else _choose_global
+    for step in range(1, steps + 1):
+        graph = analyze(model, inputs, ignore=ignored)
+        if first_counts is None:
+            if not graph.spaces:
+                raise PruneError(f"{type(model).__name__} has no prunable channels: every layer feeds "
+                                 "the output, is ignored, or has a fixed shape")
+            first_counts = {s.name: len(s.units) for s in graph.spaces}
+        score_of = dict(zip(unit_order(graph).tolist(), criterion(graph, model, calibration, seed)))
+        for s in graph.slices:
+            origin.setdefault((s.module, s.tensor, s.dim),
+                              np.arange(surgery.raw(model, s.module, s.tensor).shape[s.dim]))
+        progress = step / steps
+        removed, plan = _apply_checked(
+            model, inputs, graph,
+            lambda g: chooser(g, score_of, first_counts, progress, options), result.kept_fixed)
+        if plan is not None:
+            _record_removed(graph, plan, origin, result.removed)
+    for entry in result.removed.values():
+        entry["out"].sort()
+        entry["in"].sort()
+    result.params_after = _count(model)
     log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
     return result

@@ -1,10 +1,12 @@
 """Importance criteria, registered by name. Higher score = more important = kept."""
 from typing import Callable
 
+import torch
+
 from ..errors import PruneError
 
 ELEMENTWISE: dict = {}  # fn(weights, generator) -> scores of the same shape
-CHANNEL: dict = {}      # fn(weight, out_dim) -> one score per output channel
+CHANNEL: dict = {}      # fn(graph, model, calibration, seed) -> one score per structured unit
 
 
 def _register(table: dict, name: str):
@@ -27,7 +29,7 @@ def register_elementwise(name: str):
 
 
 def register_channel(name: str):
-    """Register `fn(weight, out_dim) -> scores` (one per output channel) under `name`."""
+    """Register `fn(graph, model, calibration, seed) -> scores` (one per unit) under `name`."""
     return _register(CHANNEL, name)
 
 
@@ -39,11 +41,22 @@ def get_elementwise(criterion) -> Callable:
 
 
 def get_channel(importance) -> Callable:
-    """A registered channel criterion name, or a user callable `fn(weight, out_dim) -> scores`."""
+    """A registered structured criterion, or a user callable `fn(weight, dim) -> scores`
+    (one per index along `dim` of each producing layer's weight, summed over a unit)."""
     if callable(importance):
-        return importance
-    return _lookup(CHANNEL, importance, "importance", "(weight, out_dim) -> scores")
+        return _per_weight(importance)
+    return _lookup(CHANNEL, importance, "importance", "(weight, dim) -> scores")
 
 
-from . import channel as _channel  # noqa: E402,F401  (registers the built-ins)
+def _per_weight(fn):
+    def criterion(graph, model, calibration=None, seed=None):
+        producing = lambda s, module, tensor: s.role == "out" and s.tensor == "weight"  # noqa: E731
+        score = lambda tensor, dim: torch.as_tensor(fn(tensor.detach(), dim)).double().numpy()  # noqa: E731
+        return accumulate(graph, model, score, producing)[0]
+    return criterion
+
+
+from . import calibrated as _calibrated  # noqa: E402,F401  (registers the built-ins)
+from . import group as _group  # noqa: E402,F401
+from .group import accumulate, bn_l1_penalty  # noqa: E402,F401
 from . import elementwise as _elementwise  # noqa: E402,F401

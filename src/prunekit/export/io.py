@@ -22,9 +22,8 @@ FORMATS = ("dense", "compressed")
 _MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"
 
 
-def _shapes(model):
-    return {name: list(module.weight.shape) for name, module in model.named_modules()
-            if surgery.has_handler(module) and getattr(module, "weight", None) is not None}
+def _shapes(state):
+    return {name: list(tensor.shape) for name, tensor in state.items()}
 
 
 def save(model: nn.Module, path, format: str = "dense") -> Path:
@@ -34,7 +33,8 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
     tensors, packed = {}, []
     masked = {f"{m}.{t}" if m else t: masks.get_mask(mod, t) for m, mod, t in masks.masked_modules(model)}
     prunable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, masks.PRUNABLE_TYPES)}
-    for name, tensor in _effective_state(model).items():
+    state = _effective_state(model)
+    for name, tensor in state.items():
         tensor = tensor.contiguous()
         if format == "compressed" and name in prunable and \
                 sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
@@ -47,7 +47,8 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
                 tensors[name + _MASK] = masked[name].contiguous()
     arch = zoo.architecture(model)
     plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
-            "shapes": _shapes(model), "masked": sorted(masked), "packed": packed}
+            "shapes": _shapes(state), "attrs": surgery.shape_attrs(model), "masked": sorted(masked),
+            "packed": packed}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
@@ -82,24 +83,32 @@ def _unpacked(tensors, plan):
     return state, mask_of
 
 
-def _resize_plan(model, shapes):
-    """[(module, dim, n)] slicing a fresh model down to the saved shapes; validated only."""
-    modules, steps = dict(model.named_modules()), []
-    for name, saved in shapes.items():
-        module = modules.get(name)
-        if module is None or getattr(module, "weight", None) is None or module.weight.dim() != len(saved):
-            raise PruneError(f"saved layer {name!r} does not exist in the given model; pass the model "
-                             "class the file was saved from")
-        current = list(module.weight.shape)
-        out_axis, in_axis = (1, 0) if isinstance(module, nn.modules.conv._ConvTransposeNd) else (0, 1)
-        for dim, axis in (("out", out_axis), ("in", in_axis)):
-            if axis < len(saved) and saved[axis] != current[axis]:
-                if saved[axis] > current[axis]:
-                    raise PruneError(f"saved layer {name!r} is larger than the given model's ({saved} vs "
-                                     f"{current}); pass an unpruned model")
-                surgery.handler_for(module, name)
-                steps.append((module, dim, saved[axis], name))
-    return steps
+def _resize_plan(model, plan):
+    """Cuts that slice a fresh model down to the saved shapes and sizes; validated only.
+
+    Entries are dropped from the end: the values are overwritten by the saved ones anyway.
+    """
+    current = _effective_state(model)
+    tensors, attrs = {}, {}
+    for name, saved in plan["shapes"].items():
+        if name not in current:
+            continue  # reported with the other mismatches by the caller
+        shape = list(current[name].shape)
+        if len(saved) != len(shape) or any(s > c for s, c in zip(saved, shape)):
+            raise PruneError(f"saved tensor {name!r} has shape {saved}, larger than or unlike the "
+                             f"given model's {shape}; pass an unpruned model of the saved class")
+        dims = {d: torch.arange(s) for d, (s, c) in enumerate(zip(saved, shape)) if s != c}
+        if dims:
+            module, _, tensor = name.rpartition(".")
+            tensors[(module, tensor)] = dims
+    modules = dict(model.named_modules())
+    for module, values in plan.get("attrs", {}).items():
+        if module not in modules:
+            raise PruneError(f"saved module {module!r} does not exist in the given model; pass the "
+                             "model class the file was saved from")
+        for attr, value in values.items():
+            attrs[(module, attr)] = tuple(value) if isinstance(value, list) else value
+    return surgery.Cuts(tensors, attrs)
 
 
 def load(path, model: nn.Module = None) -> nn.Module:
@@ -111,21 +120,12 @@ def load(path, model: nn.Module = None) -> nn.Module:
                              "instance of its class")
         model = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
     state, mask_of = _unpacked(tensors, plan)
-    steps = _resize_plan(model, plan["shapes"])
     expected = set(_effective_state(model))
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
         raise PruneError(f"{path} does not match the model: missing {missing}, unexpected {extra}")
-    resized = {id(step[0]) for step in steps}
+    surgery.apply(model, _resize_plan(model, plan))
     modules = dict(model.named_modules())
-    for key, value in state.items():  # check what slicing will not change, before any change
-        module = modules[key.rpartition(".")[0]]
-        current = getattr(module, key.rpartition(".")[2])
-        if id(module) not in resized and current.shape != value.shape:
-            raise PruneError(f"{path}: tensor {key!r} has shape {list(value.shape)}, the model has "
-                             f"{list(current.shape)}")
-    for module, dim, n, name in steps:
-        surgery.apply(module, dim, torch.arange(n), name)
     with torch.no_grad():
         for key, value in state.items():
             module_name, _, tensor_name = key.rpartition(".")

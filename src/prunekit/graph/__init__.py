@@ -1,140 +1,233 @@
-"""Which channels are coupled: a traced walk from each producing layer to its consumers.
+"""Which channels are coupled: one traced forward, labels carried through every op.
 
-This first version follows chains: from a Conv/Linear's output through element-wise ops,
-pooling, BatchNorm and flatten to the next Conv/Linear inputs. An op it cannot map
-(residual add, concat, ...) is a PruneError naming the op and the module path: never a guess.
+`analyze(model, example_inputs)` returns a Graph: the removable *units* (sets of channels
+that must go together, across every layer they touch), the *spaces* they live in (one per
+group of layers sharing a channel dimension, e.g. all convs feeding one residual stream),
+and for every weight, bias, running stat and attribute, which entries go with which unit.
+An op it cannot map is a PruneError naming the op and the module path: never a guess.
 """
-import operator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch import nn
 
 from ..errors import PruneError
-from ..masks import PRUNABLE_TYPES
+from ..masks import raw_tensor
+from . import layers, ops
+from .labels import NONE, PIN, UnionFind, keep_mask
+from .trace import Context, WatchMode, tensors_of
 
-# Modules and functions that keep channel i at position i.
-_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-                 nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                 nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
-                 nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_PASS_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.sigmoid, torch.tanh,
-                   torch.nn.functional.gelu, torch.nn.functional.silu, torch.nn.functional.dropout,
-                   torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d,
-                   torch.nn.functional.adaptive_avg_pool2d, operator.getitem}
-_PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_FLATTENS = {torch.flatten, "flatten", "view", "reshape"}
+__all__ = ["Graph", "Space", "analyze", "check", "pin_event"]
+
+_ALWAYS = {ops.functional_linear, ops.functional_conv, ops.functional_norm, ops.matmul}
+_PARAMS_LABELLED = {ops.move, ops.select, ops.elementwise, ops.unary}
+
+
+def _dispatch(ctx, func, name, args, kwargs, out):
+    rule = ops.rule_for(name, args)
+    inputs = tensors_of((args, kwargs))
+    labelled = any(ctx.labels(t) is not None for t in inputs)
+    if rule in _ALWAYS or labelled or \
+            (rule in _PARAMS_LABELLED and any(isinstance(t, nn.Parameter) for t in inputs)):
+        if rule is None:
+            ctx.fail(f"op {name!r}")
+        rule(ctx, func, name, args, kwargs, out)
+        return
+    for tensor in tensors_of(out):  # nothing labelled flows in: nothing labelled flows out
+        ctx.set(tensor, None)
 
 
 @dataclass
-class Member:
-    name: str       # qualified module name
-    dim: str        # "out" or "in"
-    repeat: int = 1  # each channel is `repeat` consecutive input features (after a flatten)
+class Space:
+    """Units sharing one channel dimension; `name` is the first layer producing it."""
+    name: str
+    units: np.ndarray
+    modules: list = field(default_factory=list)
 
 
 @dataclass
-class Group:
-    """The output channels of `producer` and every tensor slice that must go with them."""
-    producer: str
-    channels: int
-    members: list = field(default_factory=list)
+class Graph:
+    uf: UnionFind
+    slices: list
+    attrs: list
+    events: list
+    spaces: list
+    ignored: set = field(default_factory=set)
+
+    @property
+    def units(self) -> np.ndarray:
+        return np.concatenate([s.units for s in self.spaces]) if self.spaces else np.zeros(0, np.int64)
+
+    def keep(self, labels, removed) -> np.ndarray:
+        """Entries of a label vector that survive removing the unit roots in `removed`."""
+        return keep_mask(labels, removed, self.uf)
 
 
-def _trace(model, example_inputs):
+@contextmanager
+def _watch(model, ignored, on_op, on_leaf):
+    """Run `on_op` for every torch call and `on_leaf(name, module, args, kwargs, output)` for
+    every call of a known layer (or ignored module), whose insides are not watched."""
+    names = {id(m): n for n, m in model.named_modules()}
+    mode = WatchMode(on_op)
+    stack = []
+
+    def is_leaf(module):
+        return module is not model and (names.get(id(module)) in ignored or layers.rule_for(module))
+
+    def pre(module, args, kwargs):
+        stack.append(names.get(id(module), "?"))
+        if mode.leaf_depth or is_leaf(module):
+            mode.leaf_depth += 1
+
+    def post(module, args, kwargs, output):
+        if mode.leaf_depth:
+            mode.leaf_depth -= 1
+            if mode.leaf_depth == 0:
+                with torch._C.DisableTorchFunction():
+                    on_leaf(stack[-1], module, args, kwargs, output)
+        stack.pop()
+
+    handles = []
     try:
-        graph_module = fx.symbolic_trace(model)
-        ShapeProp(graph_module).propagate(*example_inputs)
-    except PruneError:
-        raise
-    except Exception as err:  # tracing errors are many and varied; report the first line
-        raise PruneError(f"could not trace {type(model).__name__} for dependency analysis: "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-    return graph_module
+        for module in model.modules():
+            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(module.register_forward_hook(post, with_kwargs=True))
+        with mode:
+            yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-def _flatten_repeat(node):
-    """Features per channel if `node` flattens (N, C, *S) to (N, C*prod(S)), else None."""
-    shape_in = node.args[0].meta["tensor_meta"].shape
-    shape_out = node.meta["tensor_meta"].shape
-    if len(shape_in) >= 2 and len(shape_out) == 2 and shape_out[0] == shape_in[0]:
-        return shape_out[1] // shape_in[1]
+@contextmanager
+def eval_mode(model):
+    """Trace in eval mode (no BatchNorm statistics updated); restore each module's mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _tie_shared(model, ctx):
+    """Slices of one tensor along one dim (tied weights, a layer called twice) share labels."""
+    first = {}
+    for s in ctx.slices:
+        key = (id(raw_tensor(model.get_submodule(s.module), s.tensor)), s.dim)
+        if key in first:
+            if len(first[key]) != len(s.labels):
+                raise PruneError(f"{s.module}.{s.tensor} is used with two different shapes")
+            ctx.uf.union(first[key], s.labels)
+        else:
+            first[key] = s.labels
+
+
+def _spaces(uf, slices) -> list:
+    """Units (roots holding at least one produced channel), grouped by producing layers."""
+    space_of, spaces = {}, []
+    for s in slices:
+        if s.role != "out":
+            continue
+        roots = uf.find(s.labels[s.labels != NONE])
+        roots = np.unique(roots[roots != PIN])
+        joined = {space_of[r] for r in roots.tolist() if r in space_of}
+        target = min(joined) if joined else len(spaces)
+        if not joined:
+            spaces.append(Space(s.module, np.zeros(0, np.int64)))
+        for other in sorted(joined - {target}, reverse=True):  # merge spaces tied by this layer
+            for r in spaces[other].units.tolist():
+                space_of[r] = target
+            spaces[target].units = np.concatenate([spaces[target].units, spaces[other].units])
+            spaces[target].modules += spaces[other].modules
+            spaces[other] = None
+        new = [r for r in roots.tolist() if r not in space_of]
+        for r in new:
+            space_of[r] = target
+        spaces[target].units = np.concatenate([spaces[target].units, np.array(new, dtype=np.int64)])
+        if s.module not in spaces[target].modules:
+            spaces[target].modules.append(s.module)
+    return [s for s in spaces if s is not None and len(s.units)]
+
+
+def analyze(model: nn.Module, example_inputs, *, ignore=()) -> Graph:
+    """Trace one forward of `model` on `example_inputs` (a tuple of args) and couple channels.
+
+    Modules named in `ignore` are left exactly as they are: their inputs and outputs keep
+    every channel. The model's outputs always keep theirs (a classifier's classes, an LM
+    head's vocabulary).
+    """
+    ctx, ignored = Context(model), set(ignore)
+
+    def on_op(func, name, args, kwargs, out):
+        _dispatch(ctx, func, name, args, kwargs, out)
+        ctx.record(name, out, tensors_of((args, kwargs)))
+
+    def on_leaf(name, module, args, kwargs, output):
+        rule = layers.opaque if name in ignored else layers.rule_for(module)
+        rule(ctx, name, module, args, kwargs, output)
+        ctx.record(type(module).__name__, output, tensors_of((args, kwargs)))
+
+    with eval_mode(model), torch.no_grad(), _watch(model, ignored, on_op, on_leaf) as stack:
+        ctx.stack = stack
+        output = model(*example_inputs)
+    for tensor in tensors_of(output):
+        if ctx.labels(tensor) is not None:
+            ctx.uf.pin(ctx.labels(tensor))
+    _tie_shared(model, ctx)
+    return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, _spaces(ctx.uf, ctx.slices), ignored)
+
+
+def _predicted(graph, event, removed) -> list:
+    shapes = []
+    for shape, labels in zip(event.shapes, event.labels):
+        shape = list(shape)
+        if labels is not None:
+            for dim in range(labels.ndim):
+                if labels.shape[dim] > 1:
+                    shape[dim] = int(graph.keep(labels.reshape(-1), removed).sum())
+        shapes.append(tuple(shape))
+    return shapes
+
+
+def check(model: nn.Module, example_inputs, graph, removed):
+    """The first traced call whose output shape on the pruned model differs from the
+    prediction (a reshape with a fixed size, a slice with fixed bounds), or None."""
+    seen = []
+
+    def on_op(func, name, args, kwargs, out):
+        if tensors_of(out):  # as Context.record: calls with no tensor out are not events
+            seen.append((name, [tuple(t.shape) for t in tensors_of(out)]))
+
+    def on_leaf(name, module, args, kwargs, output):
+        seen.append((type(module).__name__, [tuple(t.shape) for t in tensors_of(output)]))
+
+    try:
+        with eval_mode(model), torch.no_grad(), _watch(model, graph.ignored, on_op, on_leaf):
+            model(*example_inputs)
+    except Exception:  # noqa: BLE001  the pruned model fails: blame the first unchecked event
+        pass
+    for i, event in enumerate(graph.events):
+        if i >= len(seen) or seen[i][0] != event.op or seen[i][1] != _predicted(graph, event, removed):
+            return event
     return None
 
 
-def _step(node, modules):
-    """How channels flow through `node`: "pass", "norm", "consume", "flatten" or None."""
-    if node.op == "output":
-        return "output"
-    if node.op == "call_module":
-        module = modules[node.target]
-        if isinstance(module, PRUNABLE_TYPES):
-            return "consume"
-        if isinstance(module, _NORMS):
-            return "norm"
-        if isinstance(module, _PASS_MODULES):
-            return "pass"
-        if isinstance(module, nn.Flatten):
-            return "flatten"
-    elif node.op == "call_function":
-        if node.target in _PASS_FUNCTIONS:
-            return "pass"
-        if node.target is torch.flatten:
-            return "flatten"
-    elif node.op == "call_method":
-        if node.target in _PASS_METHODS:
-            return "pass"
-        if node.target in _FLATTENS:
-            return "flatten"
-    return None
+def pin_event(graph, event, widen: int = 0) -> None:
+    """Keep every channel an event touches, then regroup the units that remain.
 
-
-def _describe(node):
-    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
-    return f"{node.op} {target!s} (node {node.name})"
-
-
-def _walk(start, modules, producer):
-    """Members fed by `start`'s output channels; None if they reach the model output."""
-    members, stack = [], [(user, 1) for user in start.users]
-    while stack:
-        node, repeat = stack.pop()
-        kind = _step(node, modules)
-        if kind == "output":
-            return None
-        if kind is None:
-            raise PruneError(f"cannot map channels of {producer!r} through {_describe(node)}; "
-                             f"pass {producer!r} in ignore= to leave it unpruned")
-        if kind == "consume":
-            members.append(Member(node.target, "in", repeat))
-            continue
-        if kind == "flatten":
-            factor = _flatten_repeat(node)
-            if factor is None:
-                raise PruneError(f"cannot map channels of {producer!r} through reshape {_describe(node)}")
-            repeat *= factor
-        elif kind == "norm":
-            members.append(Member(node.target, "out"))
-        stack.extend((user, repeat) for user in node.users)
-    return members
-
-
-def find_groups(model: nn.Module, example_inputs, ignore=()) -> list:
-    """One Group per prunable producer whose channels do not reach the model output."""
-    graph_module = _trace(model, example_inputs)
-    modules = dict(graph_module.named_modules())
-    groups = []
-    for node in graph_module.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], PRUNABLE_TYPES):
-            continue
-        if node.target in ignore:
-            continue
-        members = _walk(node, modules, node.target)
-        if members is None:  # an output layer: its channels are the model's outputs
-            continue
-        module = modules[node.target]
-        channels = module.weight.shape[1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0]
-        groups.append(Group(node.target, channels, [Member(node.target, "out"), *members]))
-    return groups
+    With `widen` = k > 0, keep every channel touched anywhere inside the module k levels
+    above the event's (a size may come from another tensor of the same module).
+    """
+    if widen == 0:
+        graph.uf.pin(event.atoms)
+    else:
+        parts = event.module.split(".") if event.module else []
+        scope = ".".join(parts[: max(0, len(parts) - widen + 1)])
+        for other in graph.events:
+            if not scope or other.module == scope or other.module.startswith(scope + "."):
+                graph.uf.pin(other.atoms)
+    graph.spaces = _spaces(graph.uf, graph.slices)

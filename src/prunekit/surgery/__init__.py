@@ -1,62 +1,121 @@
-"""Physical removal of channels: one stateless handler per layer type.
+"""Physical removal of channels: slice every recorded tensor, set every recorded attribute.
 
-A handler is `fn(module, dim, keep)`: `dim` is "out" (the channels this layer produces) or
-"in" (the channels it consumes), `keep` the sorted indices to keep. It slices every tensor
-(weights, biases, running stats, masks) and updates the attributes that describe the shape.
+The graph says, for each weight, bias, running statistic and size attribute, which entries
+belong to which unit. `cuts` turns a set of removed units into index lists; `apply` slices
+(masked tensors and their masks included, tied weights kept tied) and can be undone.
 """
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import PruneError
-from ..masks import Mask
+from ..masks import Mask, raw_tensor
 
-HANDLERS: dict = {}
-
-
-def register(*types):
-    def wrap(fn):
-        for t in types:
-            HANDLERS[t] = fn
-        return fn
-    return wrap
+# Attributes that describe a layer's shape: saved with a model so a fresh one can be resized.
+SHAPE_ATTRS = ("in_features", "out_features", "in_channels", "out_channels", "groups",
+               "num_features", "num_channels", "num_groups", "normalized_shape", "embedding_dim",
+               "num_parameters", "num_heads", "head_dim", "embed_dim", "kdim", "vdim")
 
 
-def has_handler(module: nn.Module) -> bool:
-    return any(cls in HANDLERS for cls in type(module).__mro__)
+@dataclass
+class Cuts:
+    tensors: dict  # (module, tensor) -> {dim: kept indices (LongTensor)}
+    attrs: dict    # (module, attr) -> new value
 
 
-def handler_for(module: nn.Module, name: str = "?"):
-    """The handler for `module`'s type (nearest in its MRO), or a PruneError naming it."""
-    for cls in type(module).__mro__:
-        if cls in HANDLERS:
-            return HANDLERS[cls]
-    raise PruneError(f"no surgery handler for {type(module).__name__} at {name!r}; "
-                     "exclude it with ignore= or register one with prunekit.surgery.register")
+def cuts(model: nn.Module, graph, removed) -> Cuts:
+    """What removing the units whose roots are in `removed` does to each tensor and attribute."""
+    tensors, attrs = {}, {}
+    for s in graph.slices:
+        keep = graph.keep(s.labels, removed)
+        if not keep.all():
+            index = torch.from_numpy(np.flatnonzero(keep))
+            tensors.setdefault((s.module, s.tensor), {})[s.dim] = index
+    for a in graph.attrs:
+        count = int(graph.keep(a.labels, removed).sum())
+        if count == len(a.labels):
+            continue
+        old = getattr(model.get_submodule(a.module), a.attr)
+        if a.position is not None:
+            value = list(old)
+            value[a.position] = count
+            count = tuple(value)
+        attrs[(a.module, a.attr)] = count
+    return Cuts(tensors, attrs)
 
 
-def slice_tensor(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
-    """Keep `keep` along `dim` of parameter/buffer `name`, masked ones included."""
+class Snapshot:
+    """Every tensor and attribute of some modules, to put back if a later step fails."""
+
+    def __init__(self, modules):
+        self.saved = []
+        for module in modules:
+            self.saved.append((module, dict(module._parameters), dict(module._buffers),
+                               {k: v for k, v in vars(module).items() if not k.startswith("_")}))
+            for container in getattr(module, "parametrizations", {}).values():
+                self.saved.extend(Snapshot(list(container.modules())).saved)
+
+    def restore(self) -> None:
+        for module, params, buffers, attrs in self.saved:
+            module._parameters.clear()
+            module._parameters.update(params)
+            module._buffers.clear()
+            module._buffers.update(buffers)
+            for key in [k for k in vars(module) if not k.startswith("_") and k not in attrs]:
+                delattr(module, key)
+            vars(module).update(attrs)
+
+
+def _sliced(tensor, dims):
+    out = tensor.detach()
+    for dim, index in sorted(dims.items()):
+        out = out.index_select(dim, index)
+    return out.clone()
+
+
+def _replace(module, name, dims, done):
+    """Slice `module.name` along `dims`; a tensor shared with another module is sliced once."""
     if parametrize.is_parametrized(module, name):
         plist = module.parametrizations[name]
-        plist.original = nn.Parameter(plist.original.detach().index_select(dim, keep).clone(),
+        plist.original = nn.Parameter(_sliced(plist.original, dims),
                                       requires_grad=plist.original.requires_grad)
         for p in plist:
             if isinstance(p, Mask):
-                p.mask = p.mask.index_select(dim, keep).clone()
+                p.mask = _sliced(p.mask, dims)
         return
-    tensor = getattr(module, name, None)
-    if tensor is None:
-        return
-    sliced = tensor.detach().index_select(dim, keep).clone()
-    if isinstance(tensor, nn.Parameter):
-        setattr(module, name, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
-    else:
-        setattr(module, name, sliced)
+    tensor = getattr(module, name)
+    if id(tensor) not in done:
+        sliced = _sliced(tensor, dims)
+        done[id(tensor)] = nn.Parameter(sliced, requires_grad=tensor.requires_grad) \
+            if isinstance(tensor, nn.Parameter) else sliced
+    setattr(module, name, done[id(tensor)])
 
 
-def apply(module: nn.Module, dim: str, keep: torch.Tensor, name: str = "?") -> None:
-    handler_for(module, name)(module, dim, keep)
+def touched(model, plan: Cuts) -> list:
+    names = {m for m, _ in plan.tensors} | {m for m, _ in plan.attrs}
+    return [model.get_submodule(n) for n in sorted(names)]
 
 
-from . import layers as _layers  # noqa: E402,F401  (registers the built-in handlers)
+def apply(model: nn.Module, plan: Cuts) -> None:
+    done = {}
+    for (module_name, tensor_name), dims in plan.tensors.items():
+        _replace(model.get_submodule(module_name), tensor_name, dims, done)
+    for (module_name, attr), value in plan.attrs.items():
+        setattr(model.get_submodule(module_name), attr, value)
+
+
+def shape_attrs(model: nn.Module) -> dict:
+    """{module: {attr: value}} for the size attributes every module has, to save with it."""
+    found = {}
+    for name, module in model.named_modules():
+        values = {a: getattr(module, a) for a in SHAPE_ATTRS
+                  if isinstance(getattr(module, a, None), (int, tuple)) and not isinstance(getattr(module, a), bool)}
+        if values:
+            found[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in values.items()}
+    return found
+
+
+def raw(model, module_name, tensor_name):
+    return raw_tensor(model.get_submodule(module_name), tensor_name)

@@ -1,0 +1,384 @@
+"""How labels flow through torch functions and tensor methods, by kind of op.
+
+Each rule reads the labels of an op's inputs and sets those of its outputs, tying atoms
+where the op couples them. An op with labelled inputs that no rule knows is a PruneError
+naming it: never a guess.
+"""
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+
+from . import layers
+from .labels import NONE, along
+from .trace import tensors_of
+
+_UNARY = """relu relu6 leaky_relu elu selu celu gelu silu mish hardswish hardsigmoid hardtanh
+sigmoid tanh softplus softsign tanhshrink threshold logsigmoid dropout dropout1d dropout2d
+dropout3d alpha_dropout feature_alpha_dropout neg __neg__ abs __abs__ exp exp2 expm1 log log2
+log10 log1p sqrt rsqrt square sin cos tan sign erf erfc reciprocal floor ceil round trunc frac
+nan_to_num softmax log_softmax cumsum cumprod normalize contiguous clone detach float half
+double bfloat16 to type type_as cpu cuda requires_grad_ __invert__ logical_not isnan isinf
+isfinite tril triu max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d
+adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d
+adaptive_max_pool2d adaptive_max_pool3d lp_pool1d lp_pool2d interpolate upsample
+upsample_nearest upsample_bilinear local_response_norm data""".split()
+_BINARY = """add __add__ __radd__ __iadd__ sub __sub__ __rsub__ __isub__ rsub mul __mul__
+__rmul__ __imul__ multiply div __truediv__ __rtruediv__ __itruediv__ divide true_divide
+floor_divide __floordiv__ remainder __mod__ fmod pow __pow__ __rpow__ maximum minimum fmax
+fmin where masked_fill lerp addcmul addcdiv eq ne lt le gt ge __eq__ __ne__ __lt__ __le__
+__gt__ __ge__ logical_and logical_or logical_xor __and__ __or__ __xor__ copysign atan2 hypot
+clamp clip clamp_min clamp_max xlogy copy_""".split()
+_REDUCE = """sum mean nansum nanmean amax amin argmax argmin std var std_mean var_mean norm
+logsumexp prod all any count_nonzero median linalg_vector_norm""".split()
+_MOVE = """view reshape flatten unflatten permute transpose swapaxes swapdims movedim moveaxis
+squeeze unsqueeze expand expand_as repeat tile repeat_interleave flip fliplr flipud roll t T mT
+view_as reshape_as cat concat concatenate stack hstack vstack dstack pixel_shuffle
+pixel_unshuffle channel_shuffle native_channel_shuffle pad""".split()
+_SELECT = """__getitem__ narrow select index_select gather take_along_dim split split_with_sizes
+tensor_split unbind diagonal""".split()
+_MATMUL = "matmul __matmul__ __rmatmul__ mm bmm addmm".split()
+# New tensors that only borrow a shape, dtype or device from their input.
+_FRESH = """new_zeros new_ones new_full new_empty new_tensor zeros_like ones_like empty_like
+full_like rand_like randn_like randint_like""".split()
+
+
+def _base(name: str) -> str:
+    """'add_' -> 'add': an in-place op labels its target like the plain one."""
+    return name[:-1] if name.endswith("_") and not name.endswith("__") and name != "requires_grad_" \
+        else name
+
+
+def _labels_or_follower(ctx, tensor):
+    labels = ctx.labels(tensor)
+    if labels is None and isinstance(tensor, nn.Parameter):
+        labels = ctx.follower(tensor)
+    return labels
+
+
+def _pad(labels, ndim):
+    return labels.reshape((1,) * (ndim - labels.ndim) + labels.shape)
+
+
+def _data(args):
+    """The tensors an op moves: its first argument, or each tensor in it if it is a list."""
+    first = args[0]
+    return list(first) if isinstance(first, (list, tuple)) else [first]
+
+
+def elementwise(ctx, func, name, args, kwargs, out):
+    """Broadcasting op: elements meeting at one output position are tied."""
+    target = tensors_of(out)[0]
+    ndim = target.dim()
+    inputs = [(t, _labels_or_follower(ctx, t)) for t in tensors_of((args, kwargs)) if t.dim() <= ndim]
+    varying = {d for _, lab in inputs if lab is not None for d in range(ndim) if _pad(lab, ndim).shape[d] > 1}
+    arrays = []
+    for tensor, labels in inputs:
+        if labels is None:  # a fixed tensor: its size matters only where channels vary
+            shape = (1,) * (ndim - tensor.dim()) + tuple(tensor.shape)
+            labels = np.zeros([s if d in varying else 1 for d, s in enumerate(shape)], dtype=np.int64)
+        arrays.append(_pad(labels, ndim))
+    arrays = np.broadcast_arrays(*arrays)
+    result = np.array(arrays[0])
+    for other in arrays[1:]:
+        ctx.uf.union(result, other)
+        result = np.where(result != NONE, result, other)
+    ctx.set(target, result)
+
+
+def unary(ctx, func, name, args, kwargs, out):
+    """Per-element or per-channel op: outputs keep the labels of the first input."""
+    source = _data(args)[0]
+    labels = _labels_or_follower(ctx, source)
+    for tensor in tensors_of(out):
+        if labels is not None and (tensor.dim() != source.dim() or any(
+                tensor.shape[d] != source.shape[d] for d in range(source.dim()) if labels.shape[d] > 1)):
+            ctx.fail(f"{name!r} (it changes a channel dimension)")
+        ctx.set(tensor, labels)
+
+
+def reduce(ctx, func, name, args, kwargs, out):
+    """Reduction: channels summed away leave no labels; the others stay."""
+    source = args[0]
+    labels = ctx.labels(source)
+    for tensor in tensors_of(out):
+        if labels is None or tensor.dim() == 0:
+            ctx.set(tensor, None)
+            continue
+        kept = _reduced_labels(labels, source, tensor)
+        ctx.set(tensor, kept)
+
+
+def _reduced_labels(labels, source, result):
+    """Labels of `result`, `source` reduced over some dims (kept or squeezed)."""
+    if result.dim() == source.dim():
+        reduced = [d for d in range(source.dim()) if result.shape[d] != source.shape[d]]
+        return None if any(labels.shape[d] > 1 for d in reduced) else labels
+    # Squeezed: find the reduced dims by matching shapes from the left.
+    kept_dims, j = [], 0
+    for d in range(source.dim()):
+        if j < result.dim() and result.shape[j] == source.shape[d] and \
+                source.dim() - d - 1 >= result.dim() - j - 1:
+            kept_dims.append(d)
+            j += 1
+    if len(kept_dims) != result.dim():
+        return None
+    reduced = [d for d in range(source.dim()) if d not in kept_dims]
+    if any(labels.shape[d] > 1 for d in reduced):
+        return None
+    return labels.reshape([labels.shape[d] for d in kept_dims])
+
+
+def _as_label_tensor(ctx, tensor):
+    labels = _labels_or_follower(ctx, tensor)
+    if labels is None:
+        return torch.zeros(tensor.shape, dtype=torch.int64)
+    return torch.from_numpy(np.array(np.broadcast_to(labels, tensor.shape)))
+
+
+def _replay(ctx, func, name, args, kwargs, out):
+    """Run the op itself on label tensors in place of its data: exact for any index move."""
+    data = [_as_label_tensor(ctx, t) for t in _data(args)]
+    first = data if isinstance(args[0], (list, tuple)) else data[0]
+    try:
+        result = func(first, *args[1:], **kwargs)
+    except Exception as err:  # noqa: BLE001  an op that can't run on integers is unmapped
+        ctx.fail(f"{name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+    return data, [t.numpy() for t in tensors_of(result)]
+
+
+def move(ctx, func, name, args, kwargs, out):
+    """Reshape, permute, concatenate, pad: labels move exactly as the data does."""
+    if not any(ctx.labels(t) is not None or isinstance(t, nn.Parameter) for t in _data(args)):
+        for tensor in tensors_of(out):
+            ctx.set(tensor, None)
+        return
+    _, results = _replay(ctx, func, name, args, kwargs, out)
+    for tensor, labels in zip(tensors_of(out), results):
+        ctx.set(tensor, labels)
+
+
+def select(ctx, func, name, args, kwargs, out):
+    """Indexing, slicing, splitting: a fixed part of a channel dim can't shrink with it."""
+    if not any(ctx.labels(t) is not None or isinstance(t, nn.Parameter) for t in _data(args)):
+        for tensor in tensors_of(out):
+            ctx.set(tensor, None)
+        return
+    data, results = _replay(ctx, func, name, args, kwargs, out)
+    source = set(np.unique(data[0].numpy())) - {NONE}
+    if any(set(np.unique(r)) - {NONE} != source for r in results):
+        ctx.uf.pin(np.fromiter(source, dtype=np.int64))  # fixed bounds inside channels
+    for tensor, labels in zip(tensors_of(out), results):
+        ctx.set(tensor, labels)
+
+
+def chunk(ctx, func, name, args, kwargs, out):
+    """Equal chunks of a channel dim stay equal if the same positions go from each."""
+    data, results = _replay(ctx, func, name, args, kwargs, out)
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
+    source = data[0].numpy()
+    if source.shape[dim] > 1 and len(results) > 1 and \
+            not (np.take(source, [0], axis=dim) == source).all():
+        vectors = [along(r, dim, r.shape[dim], ctx.uf) for r in results]
+        if len({len(v) for v in vectors}) > 1:
+            ctx.uf.pin(np.concatenate(vectors))
+        else:
+            for vector in vectors[1:]:
+                ctx.uf.union(vectors[0], vector)
+    for tensor, labels in zip(tensors_of(out), results):
+        ctx.set(tensor, labels)
+
+
+def setitem(ctx, func, name, args, kwargs, out):
+    """x[idx] = value: the written region and the value are tied like an element-wise op."""
+    target, index, value = args[0], args[1], args[2]
+    target_labels = _as_label_tensor(ctx, target)
+    region = target_labels[index].numpy()
+    if isinstance(value, torch.Tensor):
+        value_labels = np.broadcast_to(_as_label_tensor(ctx, value).numpy(), region.shape)
+        ctx.uf.union(region, value_labels)
+        region = np.where(region != NONE, region, value_labels)
+        target_labels[index] = torch.from_numpy(np.ascontiguousarray(region))
+    ctx.set(target, target_labels.numpy())
+
+
+def matmul(ctx, func, name, args, kwargs, out):
+    """Product over a shared dim: entries meeting in the sum are tied, the rest carry on."""
+    bias = None
+    if name == "addmm":
+        bias, a, b = args[0], args[1], args[2]
+    elif name == "__rmatmul__":
+        a, b = args[1], args[0]
+    else:
+        a, b = args[0], args[1]
+    if a.dim() < 2 or b.dim() < 2:
+        ctx.fail(f"{name!r} on a 1-d tensor")
+    target = tensors_of(out)[0]
+    if isinstance(b, nn.Parameter) and b.dim() == 2 and id(b) in ctx.owners:
+        contribution = _weight_product(ctx, a, b, target)
+    else:
+        la, lb = ctx.labels(a), ctx.labels(b)
+        shared_a = along(la, -1, a.shape[-1], ctx.uf) if la is not None else np.zeros(a.shape[-1], np.int64)
+        shared_b = along(lb, -2, b.shape[-2], ctx.uf) if lb is not None else np.zeros(b.shape[-2], np.int64)
+        ctx.uf.union(shared_a, shared_b)
+        contribution = _product_labels(ctx, la, lb, target)
+    ctx.set(target, contribution)
+    if bias is not None:
+        elementwise(ctx, func, "add", (target, bias), {}, target)
+
+
+def _weight_product(ctx, a, weight, target):
+    """x @ W with W a (in, out) parameter (GPT-2's Conv1D): W is a layer of its own."""
+    inputs = ctx.channel(a, -1)
+    outputs = ctx.atoms(("param", id(weight), 1), weight.shape[1])
+    for module, tensor in ctx.owners[id(weight)]:
+        ctx.slice(module, tensor, 0, inputs, "in")
+        ctx.slice(module, tensor, 1, outputs, "out")
+    labels = np.zeros([1] * (target.dim() - 1) + [len(outputs)], dtype=np.int64)
+    labels[..., :] = outputs
+    return labels
+
+
+def _product_labels(ctx, la, lb, target):
+    """Output labels of a @ b: a's along its rows, b's along its columns, where not summed."""
+    ndim = target.dim()
+    parts = []
+    if la is not None and la.shape[-1] == 1:
+        parts.append(_pad(la, ndim))
+    if lb is not None and lb.shape[-2] == 1:
+        parts.append(_pad(lb, ndim))
+    if not parts:
+        return None
+    arrays = np.broadcast_arrays(*parts)
+    result = np.array(arrays[0])
+    for other in arrays[1:]:
+        both = (result != NONE) & (other != NONE)
+        ctx.uf.union(result[both], other[both])
+        result = np.where(result != NONE, result, other)
+    return result
+
+
+def fresh(ctx, func, name, args, kwargs, out):
+    for tensor in tensors_of(out):
+        ctx.set(tensor, None)
+
+
+def einsum(ctx, func, name, args, kwargs, out):
+    """Labels follow their subscript letter: summed letters tie operands, kept ones carry on."""
+    spec = args[0].replace(" ", "")
+    operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+    inputs, _, output = spec.partition("->")
+    if "." in spec or not output:
+        ctx.fail("einsum with '...' or an implicit output")
+    by_letter = {}
+    for letters, operand in zip(inputs.split(","), operands):
+        labels = ctx.labels(operand)
+        for dim, letter in enumerate(letters):
+            vector = along(labels, dim, operand.shape[dim], ctx.uf) if labels is not None \
+                else np.zeros(operand.shape[dim], np.int64)
+            if letter in by_letter and len(by_letter[letter]) == len(vector):
+                ctx.uf.union(by_letter[letter], vector)
+                vector = np.where(by_letter[letter] != NONE, by_letter[letter], vector)
+            by_letter[letter] = vector
+    target = tensors_of(out)[0]
+    ctx.set(target, None)
+    for dim, letter in enumerate(output):
+        if (by_letter[letter] != NONE).any():
+            ctx.place(target, dim, by_letter[letter])
+
+
+def attention(ctx, func, name, args, kwargs, out):
+    """scaled_dot_product_attention: q and k tied over head_dim; output labelled like v."""
+    q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")])[:3]
+    lq, lk, lv = ctx.labels(q), ctx.labels(k), ctx.labels(v)
+    for labels in (lq, lk, lv):
+        if labels is not None and any(s > 1 for s in labels.shape[:-1]):
+            ctx.fail("scaled_dot_product_attention with channels outside head_dim")
+    ctx.uf.union(ctx.channel(q, -1), ctx.channel(k, -1))
+    target = tensors_of(out)[0]
+    if lv is None:
+        ctx.set(target, None)
+    else:
+        ctx.place(target, -1 % target.dim(), ctx.channel(v, -1))
+
+
+RULES = {}
+for _names, _rule in ((_UNARY, unary), (_BINARY, elementwise), (_REDUCE, reduce), (_MOVE, move),
+                      (_SELECT, select), (_MATMUL, matmul)):
+    RULES.update(dict.fromkeys(_names, _rule))
+RULES.update(chunk=chunk, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
+RULES.update(dict.fromkeys(_FRESH, fresh))
+# max/min are reductions with one tensor and element-wise with two.
+RULES.update(max="max", min="min")
+
+
+def rule_for(name: str, args):
+    base = _base(name)
+    rule = RULES.get(base)
+    if rule in ("max", "min"):
+        rule = elementwise if len(args) > 1 and isinstance(args[1], torch.Tensor) else reduce
+    return rule
+
+
+# -- functional layers: F.linear(x, self.weight) and friends outside a known module ---------
+
+def _owned(ctx, tensor):
+    """[(module, name)] holding parameter `tensor`, or [] for a computed tensor."""
+    return ctx.owners.get(id(tensor), []) if isinstance(tensor, nn.Parameter) else []
+
+
+def _arg(args, kwargs, index, name):
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _pin_input(ctx, x, dim, out):
+    """A layer whose weight is computed (standardised, quantised...) keeps its channels."""
+    if ctx.labels(x) is not None:
+        ctx.uf.pin(ctx.labels(x))
+    for tensor in tensors_of(out):
+        ctx.set(tensor, None)
+
+
+def functional_linear(ctx, func, name, args, kwargs, out):
+    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    weights = _owned(ctx, weight)
+    if not weights:
+        return _pin_input(ctx, x, -1, out)
+    owner = weights[0][0]
+    attr_module = owner if isinstance(ctx.model.get_submodule(owner), nn.Linear) else None
+    layers.linear_core(ctx, ("param", id(weight)), x, out, weights, _owned(ctx, bias), attr_module)
+
+
+def functional_conv(ctx, func, name, args, kwargs, out):
+    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    weights = _owned(ctx, weight)
+    if not weights:
+        return _pin_input(ctx, x, 1, out)
+    transposed = "transpose" in name
+    groups = _arg(args, kwargs, 7 if transposed else 6, "groups") or 1
+    owner = weights[0][0]
+    attr_module = owner if isinstance(ctx.model.get_submodule(owner), _ConvNd) else None
+    layers.conv_core(ctx, ("param", id(weight)), x, out, weight, groups, transposed, weights,
+                     _owned(ctx, bias), attr_module)
+
+
+def functional_norm(ctx, func, name, args, kwargs, out):
+    """F.batch_norm / group_norm / layer_norm called by a module that rewrites forward."""
+    x = args[0]
+    weight = {"batch_norm": _arg(args, kwargs, 3, "weight"), "group_norm": _arg(args, kwargs, 2, "weight"),
+              "layer_norm": _arg(args, kwargs, 2, "weight")}.get(name)
+    owners = _owned(ctx, weight)
+    module = ctx.model.get_submodule(owners[0][0]) if owners else None
+    expected = {"batch_norm": nn.modules.batchnorm._BatchNorm, "group_norm": nn.GroupNorm,
+                "layer_norm": nn.LayerNorm}[name]
+    if not isinstance(module, expected):
+        return _pin_input(ctx, x, 1, out)
+    rule = {"batch_norm": layers.batch_norm, "group_norm": layers.group_norm,
+            "layer_norm": layers.layer_norm}[name]
+    rule(ctx, owners[0][0], module, (x,), {}, out)
+
+
+RULES.update(linear=functional_linear, batch_norm=functional_norm, group_norm=functional_norm,
+             layer_norm=functional_norm)
+RULES.update(dict.fromkeys(["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                            "conv_transpose3d"], functional_conv))

@@ -1,0 +1,177 @@
+"""Run the model once and watch every torch call, carrying channel labels along.
+
+A TorchFunctionMode sees each torch function and tensor method the forward calls, with its
+real arguments; module hooks tell which module is running and let known layer types
+(Conv, Linear, norms, Embedding, attention) be handled as a whole. Any model whose forward
+runs can be analysed this way: no symbolic tracing, no export.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from ..errors import PruneError
+from .labels import NONE, UnionFind, along, settle
+
+
+@dataclass
+class Slice:
+    """Entries along `dim` of tensor `tensor` of module `module` go with their labels."""
+    module: str
+    tensor: str
+    dim: int
+    labels: np.ndarray  # one atom per index along dim; 0 = not a channel
+    role: str           # "out": this layer makes the channels; "in": consumes; "follow"
+
+
+@dataclass
+class Attr:
+    """Module attribute that must become the number of surviving labels (or a tuple with it)."""
+    module: str
+    attr: str
+    labels: np.ndarray
+    position: int = None  # index inside a tuple attribute (normalized_shape), else None
+
+
+@dataclass
+class Event:
+    """One traced call, for checking the pruned model's shapes against the prediction."""
+    op: str
+    module: str
+    shapes: list   # output shapes
+    labels: list   # output label arrays (None when unlabelled)
+    atoms: np.ndarray = None  # every atom on its inputs and outputs
+
+
+def op_name(func) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    if name == "__get__":  # a property such as Tensor.T
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    return name
+
+
+def tensors_of(value) -> list:
+    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+
+
+@dataclass
+class Context:
+    """Everything the rules read and write while the forward runs."""
+    model: nn.Module
+    uf: UnionFind = field(default_factory=UnionFind)
+    slices: list = field(default_factory=list)
+    attrs: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    store: dict = field(default_factory=dict)      # id(tensor) -> (tensor, labels)
+    atom_cache: dict = field(default_factory=dict)
+    stack: list = field(default_factory=list)      # running module names
+    owners: dict = field(default_factory=dict)     # id(parameter) -> [(module, name)]
+
+    def __post_init__(self):
+        for module_name, module in self.model.named_modules(remove_duplicate=False):
+            for tensor_name, param in module.named_parameters(recurse=False):
+                self.owners.setdefault(id(param), []).append((module_name, tensor_name))
+
+    @property
+    def where(self) -> str:
+        name = self.stack[-1] if self.stack else ""
+        module = self.model.get_submodule(name) if name else self.model
+        return f"{type(module).__name__} at {name or '<model>'!r}"
+
+    def fail(self, what: str):
+        raise PruneError(f"cannot map {what} in {self.where} for structured pruning; exclude the "
+                         "module with ignore= or report the op")
+
+    # -- labels of tensors ---------------------------------------------------------------
+    def labels(self, tensor):
+        """Label array broadcastable to `tensor` (same ndim), or None if unlabelled."""
+        entry = self.store.get(id(tensor))
+        return None if entry is None else entry[1]
+
+    def set(self, tensor, labels) -> None:
+        if labels is None:
+            self.store.pop(id(tensor), None)
+            return
+        labels = settle(np.asarray(labels, dtype=np.int64), self.uf)
+        if labels.ndim != tensor.dim():
+            labels = labels.reshape((1,) * (tensor.dim() - labels.ndim) + labels.shape)
+        if (labels == NONE).all():
+            self.store.pop(id(tensor), None)
+        else:
+            self.store[id(tensor)] = (tensor, labels)
+
+    def channel(self, tensor, dim: int) -> np.ndarray:
+        """One label per index of `dim` of `tensor` (zeros if it carries none)."""
+        size = tensor.shape[dim]
+        labels = self.labels(tensor)
+        if labels is None:
+            return np.zeros(size, dtype=np.int64)
+        return along(labels, dim, size, self.uf)
+
+    def place(self, tensor, dim: int, vector) -> None:
+        """Label `tensor` with `vector` along `dim`."""
+        shape = [1] * tensor.dim()
+        shape[dim] = len(vector)
+        self.set(tensor, np.asarray(vector, dtype=np.int64).reshape(shape))
+
+    # -- what pruning will touch ----------------------------------------------------------
+    def atoms(self, key, n: int) -> np.ndarray:
+        """Fresh atoms for `key`, the same ones when a shared layer is called again."""
+        if key not in self.atom_cache:
+            self.atom_cache[key] = self.uf.new(n)
+        return self.atom_cache[key]
+
+    def slice(self, module: str, tensor: str, dim: int, labels, role: str) -> None:
+        self.slices.append(Slice(module, tensor, dim, np.asarray(labels, dtype=np.int64), role))
+
+    def attr(self, module: str, attr: str, labels, position=None) -> None:
+        self.attrs.append(Attr(module, attr, np.asarray(labels, dtype=np.int64), position))
+
+    def follower(self, param) -> np.ndarray:
+        """Labels for a bare parameter (class token, layer scale, norm weight) on first use.
+
+        Its last dim of size > 1 gets atoms that only follow: they are removed when tied to
+        a layer's channels and never on their own.
+        """
+        if id(param) in self.store:
+            return self.store[id(param)][1]
+        owners = self.owners.get(id(param))
+        dims = [d for d in range(param.dim()) if param.shape[d] > 1]
+        if not owners or not dims:
+            return None
+        dim = dims[-1]
+        atoms = self.atoms(("param", id(param)), param.shape[dim])
+        for module, name in owners:
+            self.slice(module, name, dim, atoms, "follow")
+        self.place(param, dim, atoms)
+        return self.labels(param)
+
+    def record(self, op: str, outputs, inputs=()) -> None:
+        tensors = tensors_of(outputs)
+        if not tensors:
+            return
+        labels = [self.labels(t) for t in tensors]
+        seen = [lab.ravel() for lab in labels + [self.labels(t) for t in inputs] if lab is not None]
+        atoms = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
+        self.events.append(Event(op, self.stack[-1] if self.stack else "",
+                                 [tuple(t.shape) for t in tensors], labels, atoms[atoms != NONE]))
+
+
+class WatchMode(TorchFunctionMode):
+    """Calls `on_op(func, name, args, kwargs, out)` after every torch call outside a leaf."""
+
+    def __init__(self, on_op):
+        super().__init__()
+        self.on_op, self.leaf_depth = on_op, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.leaf_depth == 0:
+            name = op_name(func)
+            if tensors_of(out) or name == "__setitem__":
+                self.on_op(func, name, args, kwargs, out)
+        return out
