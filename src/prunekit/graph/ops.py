@@ -133,7 +133,7 @@ def _as_label_tensor(ctx, tensor):
     labels = _labels_or_follower(ctx, tensor)
     if labels is None:
         return torch.zeros(tensor.shape, dtype=torch.int64)
-    return torch.from_numpy(np.array(np.broadcast_to(labels, tensor.shape)))
+    return torch.from_numpy(np.array(np.broadcast_to(labels, tensor.shape), order="C"))
 
 
 def _replay(ctx, func, name, args, kwargs, out):
