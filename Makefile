@@ -22,6 +22,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: setup
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:

@@ -25,10 +25,18 @@ def _present(module, names):
     return [n for n in names if getattr(module, n, None) is not None]
 
 
+# Layers of other libraries, by qualified class name (no import of the library needed).
+NAMED_RULES: dict = {}
+
+
 def rule_for(module: nn.Module):
     """The rule for `module`, unless its class rewrites forward (timm's LayerNorm2d permutes
     first; StdConv2d standardises its weight): then the calls inside are traced instead."""
-    if not type(module).forward.__module__.startswith("torch.nn"):
+    cls = type(module)
+    named = NAMED_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
+    if named is not None:
+        return named
+    if not cls.forward.__module__.startswith("torch.nn"):
         return None
     for cls in type(module).__mro__:
         if cls in RULES:
@@ -165,6 +173,21 @@ def embedding(ctx, name, module, args, kwargs, out):
     ctx.slice(name, "weight", 1, outputs, "out")
     ctx.attr(name, "embedding_dim", outputs)
     ctx.place(out, out.dim() - 1, outputs)
+
+
+def conv1d_gpt2(ctx, name, module, args, kwargs, out):
+    """Hugging Face's Conv1D (GPT-2): a Linear whose weight is stored (in, out), sized by nf."""
+    inputs = ctx.channel(args[0], -1)
+    outputs = ctx.atoms(("module", name), module.nf)
+    ctx.slice(name, "weight", 0, inputs, "in")
+    ctx.slice(name, "weight", 1, outputs, "out")
+    ctx.slice(name, "bias", 0, outputs, "out")
+    ctx.attr(name, "nx", inputs)
+    ctx.attr(name, "nf", outputs)
+    ctx.place(out, out.dim() - 1, outputs)
+
+
+NAMED_RULES["transformers.pytorch_utils.Conv1D"] = conv1d_gpt2
 
 
 @register(nn.MultiheadAttention, nn.RNNBase)

@@ -74,9 +74,11 @@ def elementwise(ctx, func, name, args, kwargs, out):
     varying = {d for _, lab in inputs if lab is not None for d in range(ndim) if _pad(lab, ndim).shape[d] > 1}
     arrays = []
     for tensor, labels in inputs:
-        if labels is None:  # a fixed tensor: its size matters only where channels vary
+        if labels is None:  # a fixed tensor: it pins channels only where it is not broadcast
             shape = (1,) * (ndim - tensor.dim()) + tuple(tensor.shape)
             labels = np.zeros([s if d in varying else 1 for d, s in enumerate(shape)], dtype=np.int64)
+            if labels.size == 1:
+                continue
         arrays.append(_pad(labels, ndim))
     arrays = np.broadcast_arrays(*arrays)
     result = np.array(arrays[0])
