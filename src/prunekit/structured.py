@@ -24,6 +24,7 @@ from .graph import analyze, check, pin_event
 log = logging.getLogger(__name__)
 
 _MAX_REPAIRS = 200
+GRANULARITIES = ("channel", "head", "layer")
 
 
 @dataclass
@@ -72,8 +73,8 @@ def _check_ratio(value, what):
 
 def _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps):
     _check_ratio(ratio, "ratio")
-    if granularity != "channel":
-        raise PruneError(f"granularity {granularity!r} is not available yet; use 'channel'")
+    if granularity not in GRANULARITIES:
+        raise PruneError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if scope not in ("layer", "global"):
         raise PruneError(f"scope must be 'layer' or 'global', got {scope!r}")
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
@@ -222,10 +223,11 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     first_counts, origin = None, {}
     chooser = _choose_layer if scope == "layer" else _choose_global
     for step in range(1, steps + 1):
-        graph = analyze(model, inputs, ignore=ignored)
+        graph = analyze(model, inputs, ignore=ignored, heads=granularity == "head")
         if first_counts is None:
             if not graph.spaces:
-                raise PruneError(f"{type(model).__name__} has no prunable channels: every layer feeds "
+                what = "attention heads" if granularity == "head" else "channels"
+                raise PruneError(f"{type(model).__name__} has no prunable {what}: every layer feeds "
                                  "the output, is ignored, or has a fixed shape")
             first_counts = {s.name: len(s.units) for s in graph.spaces}
         score_of = dict(zip(unit_order(graph).tolist(), criterion(graph, model, calibration, seed)))

@@ -26,11 +26,12 @@ _PARAMS_LABELLED = {ops.move, ops.select, ops.elementwise, ops.unary}
 
 
 def _dispatch(ctx, func, name, args, kwargs, out):
+    ctx.op = name
     rule = ops.rule_for(name, args)
     inputs = tensors_of((args, kwargs))
     labelled = any(ctx.labels(t) is not None for t in inputs)
-    if rule in _ALWAYS or labelled or \
-            (rule in _PARAMS_LABELLED and any(isinstance(t, nn.Parameter) for t in inputs)):
+    if rule in _ALWAYS or labelled or (rule in _PARAMS_LABELLED and any(
+            isinstance(t, nn.Parameter) or id(t) in ctx.derived for t in inputs)):
         if rule is None:
             ctx.fail(f"op {name!r}")
         rule(ctx, func, name, args, kwargs, out)
@@ -55,6 +56,7 @@ class Graph:
     events: list
     spaces: list
     ignored: set = field(default_factory=set)
+    candidates: set = None  # unit roots allowed to go (heads); None: every unit
 
     @property
     def units(self) -> np.ndarray:
@@ -126,8 +128,9 @@ def _tie_shared(model, ctx):
             first[key] = s.labels
 
 
-def _spaces(uf, slices) -> list:
-    """Units (roots holding at least one produced channel), grouped by producing layers."""
+def _spaces(uf, slices, candidates=None) -> list:
+    """Units (roots holding at least one produced channel), grouped by producing layers;
+    only roots in `candidates` if given."""
     space_of, spaces = {}, []
     for s in slices:
         if s.role != "out":
@@ -150,17 +153,23 @@ def _spaces(uf, slices) -> list:
         spaces[target].units = np.concatenate([spaces[target].units, np.array(new, dtype=np.int64)])
         if s.module not in spaces[target].modules:
             spaces[target].modules.append(s.module)
-    return [s for s in spaces if s is not None and len(s.units)]
+    spaces = [s for s in spaces if s is not None]
+    if candidates is not None:
+        for space in spaces:
+            space.units = np.array([u for u in space.units.tolist() if u in candidates], dtype=np.int64)
+    return [s for s in spaces if len(s.units)]
 
 
-def analyze(model: nn.Module, example_inputs, *, ignore=()) -> Graph:
+def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False) -> Graph:
     """Trace one forward of `model` on `example_inputs` (a tuple of args) and couple channels.
 
     Modules named in `ignore` are left exactly as they are: their inputs and outputs keep
     every channel. The model's outputs always keep theirs (a classifier's classes, an LM
-    head's vocabulary).
+    head's vocabulary). With `heads`, the units are attention heads: the rows of every
+    projection output reshaped to (heads, head_dim), tied across q, k, v and the output
+    projection by the products between them.
     """
-    ctx, ignored = Context(model), set(ignore)
+    ctx, ignored = Context(model, unit_dim="outer" if heads else "inner"), set(ignore)
 
     def on_op(func, name, args, kwargs, out):
         _dispatch(ctx, func, name, args, kwargs, out)
@@ -178,7 +187,33 @@ def analyze(model: nn.Module, example_inputs, *, ignore=()) -> Graph:
         if ctx.labels(tensor) is not None:
             ctx.uf.pin(ctx.labels(tensor))
     _tie_shared(model, ctx)
-    return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, _spaces(ctx.uf, ctx.slices), ignored)
+    candidates = _heads(model, ctx) if heads else None
+    spaces = _spaces(ctx.uf, ctx.slices, candidates)
+    return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, spaces, ignored, candidates)
+
+
+_HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
+                "num_kv_heads")
+_HEAD_WIDTHS = ("all_head_size", "split_size", "inner_dim", "attn_dim")
+
+
+def _heads(model, ctx) -> set:
+    """Roots of the head units; records the attributes that count heads (num_heads, ...)."""
+    head_roots = set()
+    for module_name, rows, width in ctx.grids:
+        head_roots.update(ctx.uf.find(rows[rows != NONE]).tolist())
+        parent = module_name.rpartition(".")[0]
+        for owner in dict.fromkeys([module_name, parent]):
+            module = model.get_submodule(owner)
+            for attr in _HEAD_COUNTS + _HEAD_WIDTHS:
+                value = getattr(module, attr, None)
+                scale = 1 if attr in _HEAD_COUNTS else width
+                if isinstance(value, int) and value == len(rows) * scale and \
+                        not any(a.module == owner and a.attr == attr for a in ctx.attrs):
+                    ctx.attr(owner, attr, rows)
+                    ctx.attrs[-1].scale = scale
+    head_roots.discard(PIN)
+    return head_roots
 
 
 def _predicted(graph, event, removed) -> list:
@@ -230,4 +265,4 @@ def pin_event(graph, event, widen: int = 0) -> None:
         for other in graph.events:
             if not scope or other.module == scope or other.module.startswith(scope + "."):
                 graph.uf.pin(other.atoms)
-    graph.spaces = _spaces(graph.uf, graph.slices)
+    graph.spaces = _spaces(graph.uf, graph.slices, graph.candidates)

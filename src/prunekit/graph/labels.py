@@ -97,21 +97,27 @@ def along(labels: np.ndarray, dim: int, size: int, uf: UnionFind) -> np.ndarray:
     return np.full(size, vector[0], dtype=np.int64) if len(vector) == 1 else vector
 
 
-def settle(labels: np.ndarray, uf: UnionFind) -> np.ndarray:
-    """Keep labels varying along at most one dim (the innermost), tying the rest.
+def settle(labels: np.ndarray, uf: UnionFind, unit_dim: str = "inner", grids: list = None) -> np.ndarray:
+    """Keep labels varying along at most one dim, tying the rest.
 
-    A tensor whose labels vary along two dims is a grid (heads x head_dim, groups x
-    channels, a class token stacked on patch tokens). Only whole columns can be removed
-    from a grid and keep it a tensor, so the entries of each column are tied together.
+    A tensor whose labels vary along two or more dims is a grid (heads x head_dim, q/k/v x
+    heads x head_dim, groups x channels, a class token stacked on patch tokens). Only whole
+    slices of one dim can be removed from a grid and keep it a tensor, so all entries
+    sharing an index along that dim are tied. `unit_dim` "inner" picks the innermost varying
+    dim (a channel: head_dim entries, a position in every group); "outer" the one just
+    outside it (a head). Rows found that way are appended to `grids` as (vector, width of
+    the innermost dim).
     """
     labels = compress(labels)
     dims = varying_dims(labels)
     if len(dims) < 2:
         return labels
-    inner = dims[-1]
-    vector = along(labels, inner, labels.shape[inner], uf)
+    keep = dims[-1] if unit_dim == "inner" else dims[-2]
+    vector = along(labels, keep, labels.shape[keep], uf)
+    if grids is not None:
+        grids.append((vector, labels.shape[dims[-1]]))
     shape = [1] * labels.ndim
-    shape[inner] = labels.shape[inner]
+    shape[keep] = labels.shape[keep]
     return vector.reshape(shape)
 
 

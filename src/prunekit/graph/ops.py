@@ -49,10 +49,19 @@ def _base(name: str) -> str:
         else name
 
 
+def _param_of(ctx, tensor):
+    """The parameter `tensor` is (or was computed from element-wise, same shape), or None."""
+    if isinstance(tensor, nn.Parameter):
+        return tensor
+    entry = ctx.derived.get(id(tensor))
+    return entry[1] if entry is not None and entry[1].shape == tensor.shape else None
+
+
 def _labels_or_follower(ctx, tensor):
     labels = ctx.labels(tensor)
-    if labels is None and isinstance(tensor, nn.Parameter):
-        labels = ctx.follower(tensor)
+    param = _param_of(ctx, tensor) if labels is None else None
+    if param is not None:
+        labels = ctx.follower(param)
     return labels
 
 
@@ -66,12 +75,33 @@ def _data(args):
     return list(first) if isinstance(first, (list, tuple)) else [first]
 
 
+def _aligned_follower(ctx, tensor, varying, ndim):
+    """A bare parameter meeting channels along one of its dims follows them (a layer scale,
+    a norm weight, a position embedding); one that is broadcast across them stays fixed."""
+    param = _param_of(ctx, tensor)
+    if param is None:
+        return None
+    offset = ndim - param.dim()
+    dims = [d - offset for d in sorted(varying) if d >= offset and param.shape[d - offset] > 1]
+    if not varying:
+        return None
+    return ctx.follower(param, dims[-1]) if dims else None
+
+
 def elementwise(ctx, func, name, args, kwargs, out):
     """Broadcasting op: elements meeting at one output position are tied."""
     target = tensors_of(out)[0]
     ndim = target.dim()
-    inputs = [(t, _labels_or_follower(ctx, t)) for t in tensors_of((args, kwargs)) if t.dim() <= ndim]
+    inputs = [(t, ctx.labels(t)) for t in tensors_of((args, kwargs)) if t.dim() <= ndim]
     varying = {d for _, lab in inputs if lab is not None for d in range(ndim) if _pad(lab, ndim).shape[d] > 1}
+    if not varying:  # only parameters and constants: `1 + weight` decides its labels later
+        params = [p for p in (_param_of(ctx, t) for t, _ in inputs) if p is not None]
+        if len(params) == 1 and params[0].shape == target.shape:
+            ctx.derived[id(target)] = (target, params[0])
+        ctx.set(target, None)
+        return
+    inputs = [(t, lab if lab is not None else _aligned_follower(ctx, t, varying, ndim)) for t, lab in inputs]
+    varying |= {d for _, lab in inputs if lab is not None for d in range(ndim) if _pad(lab, ndim).shape[d] > 1}
     arrays = []
     for tensor, labels in inputs:
         if labels is None:  # a fixed tensor: it pins channels only where it is not broadcast
@@ -89,9 +119,14 @@ def elementwise(ctx, func, name, args, kwargs, out):
 
 
 def unary(ctx, func, name, args, kwargs, out):
-    """Per-element or per-channel op: outputs keep the labels of the first input."""
+    """Per-element or per-channel op: outputs keep the labels of the first input. A
+    parameter not yet labelled (`1 + self.weight.float()`) decides its labels later."""
     source = _data(args)[0]
-    labels = _labels_or_follower(ctx, source)
+    labels = ctx.labels(source)
+    if labels is None and _param_of(ctx, source) is not None:
+        for tensor in tensors_of(out):
+            ctx.derived[id(tensor)] = (tensor, _param_of(ctx, source))
+        return
     for tensor in tensors_of(out):
         if labels is not None and (tensor.dim() != source.dim() or any(
                 tensor.shape[d] != source.shape[d] for d in range(source.dim()) if labels.shape[d] > 1)):
@@ -175,7 +210,8 @@ def select(ctx, func, name, args, kwargs, out):
 
 
 def chunk(ctx, func, name, args, kwargs, out):
-    """Equal chunks of a channel dim stay equal if the same positions go from each."""
+    """Equal chunks (chunk, or split by one size) of a channel dim stay equal if the same
+    positions go from each; unequal ones keep their channels."""
     data, results = _replay(ctx, func, name, args, kwargs, out)
     dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
     source = data[0].numpy()
@@ -217,33 +253,29 @@ def matmul(ctx, func, name, args, kwargs, out):
         ctx.fail(f"{name!r} on a 1-d tensor")
     target = tensors_of(out)[0]
     if isinstance(b, nn.Parameter) and b.dim() == 2 and id(b) in ctx.owners:
-        contribution = _weight_product(ctx, a, b, target)
+        ctx.set(target, _weight_product(ctx, a, b, target))
     else:
-        la, lb = ctx.labels(a), ctx.labels(b)
-        shared_a = along(la, -1, a.shape[-1], ctx.uf) if la is not None else np.zeros(a.shape[-1], np.int64)
-        shared_b = along(lb, -2, b.shape[-2], ctx.uf) if lb is not None else np.zeros(b.shape[-2], np.int64)
-        ctx.uf.union(shared_a, shared_b)
-        contribution = _product_labels(ctx, la, lb, target)
-    ctx.set(target, contribution)
+        ctx.set(target, product(ctx, ctx.labels(a), a.shape, ctx.labels(b), b.shape, target.dim()))
     if bias is not None:
         elementwise(ctx, func, "add", (target, bias), {}, target)
 
 
-def _weight_product(ctx, a, weight, target):
-    """x @ W with W a (in, out) parameter (GPT-2's Conv1D): W is a layer of its own."""
-    inputs = ctx.channel(a, -1)
-    outputs = ctx.atoms(("param", id(weight), 1), weight.shape[1])
-    for module, tensor in ctx.owners[id(weight)]:
-        ctx.slice(module, tensor, 0, inputs, "in")
-        ctx.slice(module, tensor, 1, outputs, "out")
-    labels = np.zeros([1] * (target.dim() - 1) + [len(outputs)], dtype=np.int64)
-    labels[..., :] = outputs
-    return labels
+def product(ctx, la, a_shape, lb, b_shape, ndim):
+    """Labels of a @ b (a: (..., n, k), b: (..., k, p)) and the ties of the summed dim k.
 
-
-def _product_labels(ctx, la, lb, target):
-    """Output labels of a @ b: a's along its rows, b's along its columns, where not summed."""
-    ndim = target.dim()
+    Laid out over (..., n, k, p), a's entry (i, k) meets b's entry (k, j) for every i, j:
+    they are tied. A fixed operand pins the other's summed channels unless broadcast.
+    """
+    ga = None if la is None else np.expand_dims(_pad(la, ndim), -1)   # (..., n, k, 1)
+    gb = None if lb is None else np.expand_dims(_pad(lb, ndim), -3)   # (..., 1, k, p)
+    k = a_shape[-1]
+    if ga is None and gb is not None and gb.shape[-2] > 1 and k > 1:
+        ga = np.zeros([1] * (ndim - 1) + [k, 1], np.int64)   # fixed a: b's summed channels stay
+    if gb is None and ga is not None and ga.shape[-2] > 1 and k > 1:
+        gb = np.zeros([1] * (ndim - 1) + [k, 1], np.int64)
+    if ga is not None and gb is not None and (ga.shape[-2] > 1 or gb.shape[-2] > 1):
+        pairs = np.broadcast_arrays(ga, gb)
+        ctx.uf.union(pairs[0], pairs[1])
     parts = []
     if la is not None and la.shape[-1] == 1:
         parts.append(_pad(la, ndim))
@@ -258,6 +290,18 @@ def _product_labels(ctx, la, lb, target):
         ctx.uf.union(result[both], other[both])
         result = np.where(result != NONE, result, other)
     return result
+
+
+def _weight_product(ctx, a, weight, target):
+    """x @ W with W a (in, out) parameter: W is a layer of its own."""
+    inputs = ctx.channel(a, -1)
+    outputs = ctx.atoms(("param", id(weight), 1), weight.shape[1])
+    for module, tensor in ctx.owners[id(weight)]:
+        ctx.slice(module, tensor, 0, inputs, "in")
+        ctx.slice(module, tensor, 1, outputs, "out")
+    labels = np.zeros([1] * (target.dim() - 1) + [len(outputs)], dtype=np.int64)
+    labels[..., :] = outputs
+    return labels
 
 
 def fresh(ctx, func, name, args, kwargs, out):
@@ -290,18 +334,20 @@ def einsum(ctx, func, name, args, kwargs, out):
 
 
 def attention(ctx, func, name, args, kwargs, out):
-    """scaled_dot_product_attention: q and k tied over head_dim; output labelled like v."""
+    """scaled_dot_product_attention(q, k, v) = softmax(q @ k^T) @ v, label-wise."""
     q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")])[:3]
-    lq, lk, lv = ctx.labels(q), ctx.labels(k), ctx.labels(v)
-    for labels in (lq, lk, lv):
-        if labels is not None and any(s > 1 for s in labels.shape[:-1]):
-            ctx.fail("scaled_dot_product_attention with channels outside head_dim")
-    ctx.uf.union(ctx.channel(q, -1), ctx.channel(k, -1))
+    lk, lv = ctx.labels(k), ctx.labels(v)
+    if kwargs.get("enable_gqa") and q.shape[-3] != k.shape[-3]:  # kv head j serves q heads j*r..
+        repeat = q.shape[-3] // k.shape[-3]
+        lk = None if lk is None else np.repeat(lk, repeat if lk.shape[-3] > 1 else 1, axis=-3)
+        lv = None if lv is None else np.repeat(lv, repeat if lv.shape[-3] > 1 else 1, axis=-3)
+    kt_shape = tuple(k.shape[:-2]) + (k.shape[-1], k.shape[-2])
+    ndim = max(q.dim(), k.dim(), v.dim())
+    scores = product(ctx, ctx.labels(q), q.shape, None if lk is None else np.swapaxes(lk, -1, -2),
+                     kt_shape, ndim)
+    scores_shape = tuple(q.shape[:-1]) + (k.shape[-2],)
     target = tensors_of(out)[0]
-    if lv is None:
-        ctx.set(target, None)
-    else:
-        ctx.place(target, -1 % target.dim(), ctx.channel(v, -1))
+    ctx.set(target, product(ctx, scores, scores_shape, lv, v.shape, target.dim()))
 
 
 RULES = {}
@@ -317,6 +363,8 @@ RULES.update(max="max", min="min")
 def rule_for(name: str, args):
     base = _base(name)
     rule = RULES.get(base)
+    if base == "split" and isinstance(args[1] if len(args) > 1 else None, int):
+        rule = chunk
     if rule in ("max", "min"):
         rule = elementwise if len(args) > 1 and isinstance(args[1], torch.Tensor) else reduce
     return rule

@@ -29,11 +29,13 @@ class Slice:
 
 @dataclass
 class Attr:
-    """Module attribute that must become the number of surviving labels (or a tuple with it)."""
+    """Module attribute that must become the number of surviving labels (times `scale`), or
+    a tuple holding it at `position` (normalized_shape)."""
     module: str
     attr: str
     labels: np.ndarray
-    position: int = None  # index inside a tuple attribute (normalized_shape), else None
+    position: int = None
+    scale: int = 1
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Context:
     atom_cache: dict = field(default_factory=dict)
     stack: list = field(default_factory=list)      # running module names
     owners: dict = field(default_factory=dict)     # id(parameter) -> [(module, name)]
+    unit_dim: str = "inner"                        # grids keep "inner" (channels) or "outer" (heads)
+    grids: list = field(default_factory=list)      # heads seen: (module, row atoms, row width)
+    op: str = ""                                   # the torch call being labelled
+    derived: dict = field(default_factory=dict)    # id(tensor) -> (tensor, parameter it copies)
 
     def __post_init__(self):
         for module_name, module in self.model.named_modules(remove_duplicate=False):
@@ -95,7 +101,10 @@ class Context:
         if labels is None:
             self.store.pop(id(tensor), None)
             return
-        labels = settle(np.asarray(labels, dtype=np.int64), self.uf)
+        found = []
+        labels = settle(np.asarray(labels, dtype=np.int64), self.uf, self.unit_dim, found)
+        if self.op in ("view", "reshape", "unflatten"):  # a dim split into heads x head_dim
+            self.grids += [(self.stack[-1] if self.stack else "", rows, width) for rows, width in found]
         if labels.ndim != tensor.dim():
             labels = labels.reshape((1,) * (tensor.dim() - labels.ndim) + labels.shape)
         if (labels == NONE).all():
@@ -130,11 +139,11 @@ class Context:
     def attr(self, module: str, attr: str, labels, position=None) -> None:
         self.attrs.append(Attr(module, attr, np.asarray(labels, dtype=np.int64), position))
 
-    def follower(self, param) -> np.ndarray:
+    def follower(self, param, dim: int = None) -> np.ndarray:
         """Labels for a bare parameter (class token, layer scale, norm weight) on first use.
 
-        Its last dim of size > 1 gets atoms that only follow: they are removed when tied to
-        a layer's channels and never on their own.
+        `dim` (default: its last dim of size > 1) gets atoms that only follow: they are
+        removed when tied to a layer's channels and never on their own.
         """
         if id(param) in self.store:
             return self.store[id(param)][1]
@@ -142,7 +151,7 @@ class Context:
         dims = [d for d in range(param.dim()) if param.shape[d] > 1]
         if not owners or not dims:
             return None
-        dim = dims[-1]
+        dim = dims[-1] if dim is None else dim
         atoms = self.atoms(("param", id(param)), param.shape[dim])
         for module, name in owners:
             self.slice(module, name, dim, atoms, "follow")

@@ -37,6 +37,7 @@ def cuts(model: nn.Module, graph, removed) -> Cuts:
         count = int(graph.keep(a.labels, removed).sum())
         if count == len(a.labels):
             continue
+        count *= a.scale
         old = getattr(model.get_submodule(a.module), a.attr)
         if a.position is not None:
             value = list(old)

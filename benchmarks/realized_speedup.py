@@ -1,0 +1,168 @@
+"""Realized CPU speedup of structured pruning: measured latency gain / MACs reduction.
+
+ResNet-50 (torchvision) and EfficientNet-Lite0 (timm `tf_efficientnet_lite0`), random init,
+eval mode, 50 % of the channels removed (--ratio) by prunekit with round_to=1 and round_to=8,
+and, side by side, by Torch-Pruning 1.6.1 (BasePruner, GroupMagnitudeImportance(p=2), the
+classifier ignored, round_to None and 8). Every variant is timed with
+prunekit.measure.latency.time_models in one interleaved loop per batch size (1 and 32,
+224x224), fixed thread count (default: all cores), median of --repeats. For each pruned model:
+
+    efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs)
+
+MACs from prunekit.measure.macs (Conv/Linear layers). 1.0 means the latency fell exactly as
+much as the MACs did; the goal is >= 0.85. Channel counts that are not multiples of 8 can
+hurt CPU kernels: the round_to=8 rows show whether they do.
+
+    python benchmarks/realized_speedup.py [--models resnet50,tf_efficientnet_lite0]
+        [--batches 1,32] [--ratio 0.5] [--repeats 30] [--warmup 5] [--threads N] [--no-tp]
+        [--json out.json]
+"""
+import argparse
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+MODELS = ("resnet50", "tf_efficientnet_lite0")
+GOAL = 0.85
+
+
+def build(name):
+    import torch
+    torch.manual_seed(0)
+    if name == "tf_efficientnet_lite0":
+        import timm
+        return timm.create_model(name, pretrained=False).eval()
+    import torchvision
+    return torchvision.models.get_model(name, weights=None).eval()
+
+
+def classifier(model):
+    return model.fc if hasattr(model, "fc") else model.get_classifier()
+
+
+def prune_prunekit(model, x, ratio, round_to):
+    import prunekit as pk
+    pk.prune_structured(model, (x,), ratio=ratio, round_to=round_to)
+
+
+def prune_torch_pruning(model, x, ratio, round_to):
+    import torch_pruning as tp
+    tp.pruner.BasePruner(model, (x,), importance=tp.importance.GroupMagnitudeImportance(p=2),
+                         pruning_ratio=ratio, ignored_layers=[classifier(model)],
+                         round_to=None if round_to == 1 else round_to).step()
+
+
+def variants(use_tp):
+    """(label, pruning function, round_to)."""
+    out = [("prunekit r1", prune_prunekit, 1), ("prunekit r8", prune_prunekit, 8)]
+    if use_tp:
+        out += [("TP r1", prune_torch_pruning, 1), ("TP r8", prune_torch_pruning, 8)]
+    return out
+
+
+def _macs(model, x):
+    from prunekit.measure.macs import layer_stats, totals
+    return totals(layer_stats(model, (x,)))["macs"]
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def measure(name, args):
+    import torch
+
+    from prunekit.measure.latency import time_models
+    dense = build(name)
+    x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    models = {"dense": dense}
+    info = {"dense": {"params": sum(p.numel() for p in dense.parameters()), "macs": _macs(dense, x1)}}
+    for label, prune, round_to in variants(args.tp):
+        model = copy.deepcopy(dense)
+        try:
+            prune(model, x1, args.ratio, round_to)
+            with torch.no_grad():
+                if model(x1).shape != dense(x1).shape:
+                    raise RuntimeError("output shape changed")
+        except Exception as err:  # noqa: BLE001 - a tool failing is a result
+            info[label] = {"error": _first_line(err)}
+            continue
+        models[label] = model
+        channels = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        info[label] = {"params": sum(p.numel() for p in model.parameters()), "macs": _macs(model, x1),
+                       "convs_not_multiple_of_8": sum(c % 8 != 0 for c in channels),
+                       "convs": len(channels)}
+    rows = []
+    for batch in args.batches:
+        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+        timing = time_models(models, (x,), repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+        for label in info:
+            row = {"model": name, "batch": batch, "variant": label, **info[label]}
+            if label in timing:
+                row["latency"] = timing[label]
+                if label != "dense":
+                    speedup = timing["dense"]["median_s"] / timing[label]["median_s"]
+                    macs_ratio = info["dense"]["macs"] / info[label]["macs"]
+                    row.update(speedup=speedup, macs_ratio=macs_ratio, efficiency=speedup / macs_ratio)
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+def _fmt(value, spec=".2f"):
+    return "-" if value is None else format(value, spec)
+
+
+def print_row(r):
+    if "error" in r:
+        print(f"{r['model']:>22} {r['batch']:>5} {r['variant']:>12}  failed: {r['error']}", flush=True)
+        return
+    lat = r["latency"]
+    spread = f"[{lat['p25_s'] * 1e3:.1f}, {lat['p75_s'] * 1e3:.1f}]"
+    odd = f"{r['convs_not_multiple_of_8']}/{r['convs']}" if "convs" in r else "-"
+    print(f"{r['model']:>22} {r['batch']:>5} {r['variant']:>12} {r['params'] / 1e6:7.2f}M "
+          f"{r['macs'] / 1e6:9.1f}M {lat['median_s'] * 1e3:9.1f} {spread:>17} "
+          f"{_fmt(r.get('macs_ratio')):>6} {_fmt(r.get('speedup')):>7} {_fmt(r.get('efficiency')):>6} "
+          f"{odd:>7}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="default: all cores")
+    parser.add_argument("--tp", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time Torch-Pruning's pruned models")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
+    names = [n for n in args.models.split(",") if n]
+    warnings.filterwarnings("ignore")
+    print(f"ratio {args.ratio}, {args.threads} threads, median of {args.repeats} (interleaved); "
+          f"efficiency = latency speedup / MACs ratio, goal >= {GOAL}")
+    print(f"{'model':>22} {'batch':>5} {'variant':>12} {'params':>8} {'MACs/img':>10} {'ms':>9} "
+          f"{'[p25, p75] ms':>17} {'MACs x':>6} {'speed x':>7} {'eff.':>6} {'odd ch':>7}")
+    rows = []
+    for name in names:
+        rows += measure(name, args)
+    effs = [r for r in rows if r.get("efficiency") is not None]
+    if effs:
+        print()
+        for r in effs:
+            verdict = "ok" if r["efficiency"] >= GOAL else "below goal"
+            print(f"{r['model']} batch {r['batch']} {r['variant']}: efficiency {r['efficiency']:.2f} ({verdict})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "ratio": args.ratio, "threads": args.threads, "repeats": args.repeats,
+            "warmup": args.warmup, "goal": GOAL, "rows": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,448 @@
+"""Structured-pruning coverage: prunekit vs Torch-Pruning 1.6.1 on every torchvision model.
+
+Models: every classification model in `torchvision.models.list_models(module=torchvision.models)`,
+plus every detection and segmentation model (`torchvision.models.detection` / `.segmentation`),
+random init (weights=None, weights_backbone=None), eval mode, torch.manual_seed(0) so both tools
+see the same weights. Inputs: 1x3x224x224 (299 for inception_v3); detection: one 3x320x320 image,
+passed as a 1x3x320x320 batch (torchvision's detectors iterate over it like over a list; prunekit
+only takes tensors), RCNN score_thresh set to 0 so the box/mask/keypoint heads run on detections
+(at the default 0.05 a random-init detector returns none and those heads would never run).
+googlenet and inception_v3 are built with aux_logits=False (as Torch-Pruning's examples do):
+their aux heads only run in train mode, so neither tool's eval-mode trace would see them.
+
+For each model, ratio and tool, a fresh copy is pruned; the tool "prunes correctly" when:
+  1. the pruning call does not raise;
+  2. the pruned model runs forward in eval mode on the example input and its outputs have the
+     dense model's structure and shapes (detection: the same keys in each output dict);
+  3. classification and segmentation: in train mode, on a batch of 2, forward + backward of the
+     sum of all outputs runs and the output shapes match the dense model's (train mode);
+  4. it has fewer parameters AND fewer MACs than the dense model (MACs:
+     prunekit.measure.macs, Conv/Linear layers only; `flop_macs` in the JSON is a second count
+     from torch.utils.flop_counter, which also sees attention matmuls and MHA's in_proj).
+Status per tool: "ok", "error" (message: "<stage>: <first line>"), "no reduction" or "timeout".
+Times are the wall time of the whole pruning call: analysis + choice + surgery (prunekit's
+includes its own check forward), Torch-Pruning's BasePruner construction + step() + fixups.
+
+prunekit: pk.prune_structured(model, (x,), ratio=r), all defaults (output layers are found and
+kept by prunekit itself). Torch-Pruning: tp.pruner.BasePruner with
+tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=r, local (per-layer) pruning,
+ignored_layers = every Conv/Linear producing the output channels (out features == the output's
+channel count: the 1000-way classifier, the segmentation classifiers), for detection the ignore
+lists of Torch-Pruning's own torchvision examples (box/class predictors, SSD head, FPN and ROI
+heads of Faster R-CNN, ...); num_heads for every attention module ({nn.MultiheadAttention:
+num_heads}, {attn.qkv: num_heads} for Swin, {attn.to_qkv: n_heads} for MaxViT; head dims pruned,
+as its ViT examples do); after step(), VisionTransformer.hidden_dim is updated as its
+torchvision example does. Each (model, tool) runs in its own process with a timeout.
+
+    python benchmarks/structured_coverage.py [--ratios 0.3,0.5] [--models resnet18,vit_b_16]
+        [--max-params 200M] [--no-include-detection] [--no-include-segmentation]
+        [--tools prunekit,torch_pruning] [--timeout 300] [--threads N] [--json out.json]
+"""
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+TOOLS = ("prunekit", "torch_pruning")
+# Torch-Pruning's torchvision examples (examples/torchvision_models/torchvision_pruning.py,
+# benchmarks/prunability/torchvision_pruning.py): output convs and the parts it leaves alone.
+TP_DETECTION_IGNORE = {
+    "fasterrcnn": ["rpn.head.cls_logits", "rpn.head.bbox_pred", "backbone.fpn", "roi_heads"],
+    "maskrcnn": ["rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.box_predictor",
+                 "roi_heads.mask_predictor"],
+    "keypointrcnn": ["rpn.head.cls_logits", "rpn.head.bbox_pred", "backbone.fpn.layer_blocks",
+                     "roi_heads.box_head", "roi_heads.box_predictor", "roi_heads.keypoint_predictor"],
+    "retinanet": ["head.classification_head.cls_logits", "head.regression_head.bbox_reg"],
+    "fcos": ["head.classification_head.cls_logits", "head.regression_head.bbox_reg",
+             "head.regression_head.bbox_ctrness"],
+    "ssd": ["head"],
+}
+
+
+# ---------------------------------------------------------------- models and inputs
+
+def catalogue(detection=True, segmentation=True):
+    """{name: task} of the torchvision models to run."""
+    from torchvision import models
+    tasks = {name: "classification" for name in models.list_models(module=models)}
+    if detection:
+        tasks.update({name: "detection" for name in models.list_models(module=models.detection)})
+    if segmentation:
+        tasks.update({name: "segmentation" for name in models.list_models(module=models.segmentation)})
+    return tasks
+
+
+def build(name, task):
+    import torch
+    import torchvision
+    kwargs = {"weights": None}
+    if task in ("detection", "segmentation"):
+        kwargs["weights_backbone"] = None  # the default would download ImageNet weights
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=True)
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, **kwargs)
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is not None:
+        roi_heads.score_thresh = 0.0
+    return model.eval()
+
+
+def count_params_meta(name, task):
+    """Parameter count without allocating (meta device); None if the model will not build there."""
+    import torch
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build(name, task)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - some inits may not run on meta: then the model is kept
+        return None
+
+
+def example_input(name, task, batch=1):
+    import torch
+    generator = torch.Generator().manual_seed(1)
+    if task == "detection":
+        return torch.rand(batch, 3, 320, 320, generator=generator)
+    size = 299 if name == "inception_v3" else 224
+    return torch.randn(batch, 3, size, size, generator=generator)
+
+
+# ---------------------------------------------------------------- checks
+
+def flatten(out):
+    import torch
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten(v)]
+    return []
+
+
+def structure(out, task):
+    """What must not change: shapes (classification, segmentation) or dict keys (detection)."""
+    import torch
+    if task == "detection":
+        return [sorted(d) for d in out]
+    if isinstance(out, torch.Tensor):
+        return list(out.shape)
+    if isinstance(out, dict):
+        return {k: structure(v, task) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return [structure(v, task) for v in out]
+    return type(out).__name__
+
+
+def output_channels(out):
+    """Channel count (dim 1) of the main output: classifier width, segmentation classes."""
+    if isinstance(out, dict):
+        out = out.get("out", next(iter(out.values())))
+    return int(out.shape[1]) if out.dim() > 1 else int(out.shape[0])
+
+
+def eval_forward(model, x, task):
+    """(output structure, flop_macs, macs) of one eval forward, no_grad."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from prunekit.measure.macs import layer_stats, totals
+    model.eval()
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            out = model(x)
+        macs = totals(layer_stats(model, (x,)))["macs"]
+    return structure(out, task), counter.get_total_flops() // 2, macs
+
+
+def train_forward_backward(model, x, task):
+    """Output structure of a train-mode forward; backward of the sum of the outputs."""
+    model.train()
+    try:
+        out = model(x)
+        loss = sum(t.float().sum() for t in flatten(out) if t.is_floating_point())
+        loss.backward()
+        return structure(out, task)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def dense_train_structure(model, x, task):
+    """Train-mode output structure of the dense model, leaving its BN running stats unchanged."""
+    import torch
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        model.train()
+        with torch.no_grad():
+            return structure(model(x), task)
+    finally:
+        model.eval()
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+
+
+# ---------------------------------------------------------------- the two tools
+
+def run_prunekit(model, x, ratio, name, task, out_channels):
+    import prunekit as pk
+    result = pk.prune_structured(model, (x,), ratio=ratio)
+    return {"kept_fixed": len(result.kept_fixed)}
+
+
+def tp_ignored_layers(model, name, task, out_channels):
+    """The output layers Torch-Pruning must leave alone (it does not find them itself)."""
+    from torch import nn
+    if task == "detection":
+        family = next(f for f in TP_DETECTION_IGNORE if name.startswith(f))
+        return [model.get_submodule(path) for path in TP_DETECTION_IGNORE[family]]
+    ignored = []
+    for module in model.modules():
+        width = module.out_features if isinstance(module, nn.Linear) else \
+            module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else None
+        if width == out_channels:
+            ignored.append(module)
+    return ignored
+
+
+def tp_num_heads(model):
+    """{module: heads} for Torch-Pruning's attention handling."""
+    from torch import nn
+    heads = {}
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            heads[module] = module.num_heads
+        elif isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads"):
+            heads[module.qkv] = module.num_heads  # Swin ShiftedWindowAttention(V2)
+        elif isinstance(getattr(module, "to_qkv", None), nn.Linear) and hasattr(module, "n_heads"):
+            heads[module.to_qkv] = module.n_heads  # MaxViT RelativePositionalMultiHeadAttention
+    return heads
+
+
+def tp_fixups(model):
+    """Attributes Torch-Pruning's torchvision example updates by hand after pruning."""
+    from torchvision.models.vision_transformer import VisionTransformer
+    if isinstance(model, VisionTransformer):
+        model.hidden_dim = model.conv_proj.out_channels
+
+
+def run_torch_pruning(model, x, ratio, name, task, out_channels):
+    import torch_pruning as tp
+    pruner = tp.pruner.BasePruner(
+        model, (x,), importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+        global_pruning=False, ignored_layers=tp_ignored_layers(model, name, task, out_channels),
+        num_heads=tp_num_heads(model))
+    pruner.step()
+    tp_fixups(model)
+    return {}
+
+
+RUNNERS = {"prunekit": run_prunekit, "torch_pruning": run_torch_pruning}
+
+
+# ---------------------------------------------------------------- child: one model, one tool
+
+def _first_line(err):
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def child(name, task, tool, ratios, out_path, threads):
+    import torch
+    warnings.filterwarnings("ignore")
+    if threads:
+        torch.set_num_threads(threads)
+    import prunekit  # noqa: F401  (imports stay outside the timed region)
+    import torch_pruning  # noqa: F401
+    template = build(name, task)
+    x = example_input(name, task)
+    x_train = example_input(name, task, batch=2)
+    params_before = sum(p.numel() for p in template.parameters())
+    dense_struct, dense_flops, dense_macs = eval_forward(template, x, task)
+    with torch.no_grad():
+        out_channels = output_channels(flatten(template(x))[0]) if task != "detection" else None
+    dense_train = dense_train_structure(template, x_train, task) if task != "detection" else None
+    for ratio in ratios:
+        record = {"model": name, "task": task, "tool": tool, "ratio": ratio,
+                  "params_before": params_before, "macs_before": dense_macs,
+                  "flop_macs_before": dense_flops, "params_after": None, "macs_after": None,
+                  "flop_macs_after": None, "seconds": None, "status": "error", "error": None}
+        model = copy.deepcopy(template)
+        stage = "prune"
+        try:
+            start = time.perf_counter()
+            record.update(RUNNERS[tool](model, x, ratio, name, task, out_channels))
+            record["seconds"] = time.perf_counter() - start
+            record["params_after"] = sum(p.numel() for p in model.parameters())
+            stage = "forward"
+            got, record["flop_macs_after"], record["macs_after"] = eval_forward(model, x, task)
+            if got != dense_struct:
+                raise RuntimeError(f"output {got} != dense {dense_struct}")
+            if dense_train is not None:
+                stage = "train forward/backward"
+                got = train_forward_backward(model, x_train, task)
+                if got != dense_train:
+                    raise RuntimeError(f"train output {got} != dense {dense_train}")
+            smaller = record["params_after"] < params_before and record["macs_after"] < dense_macs
+            record["status"] = "ok" if smaller else "no reduction"
+        except Exception as err:  # noqa: BLE001 - every failure is a result
+            record["error"] = f"{stage}: {_first_line(err)}"
+        del model
+        with open(out_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- parent
+
+def _parse_size(text):
+    units = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def run_tool(name, task, tool, ratios, timeout, threads):
+    """Records of one (model, tool) child; ratios it did not finish are 'timeout' / 'crash'."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        cmd = [sys.executable, __file__, "--child", name, task, tool, ",".join(map(str, ratios)),
+               out.name, str(threads or 0)]
+        failure = None
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * len(ratios))
+            if proc.returncode:
+                tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+                failure = ("error", f"crash (exit {proc.returncode}): {tail[:300]}")
+        except subprocess.TimeoutExpired:
+            failure = ("timeout", f"timeout after {timeout * len(ratios)} s")
+        records = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line]
+    done = {r["ratio"] for r in records}
+    for ratio in ratios:
+        if ratio not in done:
+            status, error = failure or ("error", "no result")
+            records.append({"model": name, "task": task, "tool": tool, "ratio": ratio,
+                            "status": status, "error": error, "seconds": None})
+    return records
+
+
+def _cell(record):
+    if record is None:
+        return "-"
+    if record["status"] == "ok":
+        return "ok"
+    return record["status"] if record["status"] != "error" else f"ERR {record['error']}"
+
+
+def _ratio(record, key):
+    before, after = record.get(f"{key}_before"), record.get(f"{key}_after")
+    return f"{after / before:.2f}" if before and after is not None else "-"
+
+
+def _secs(record):
+    return f"{record['seconds']:.1f}" if record and record.get("seconds") is not None else "-"
+
+
+def print_row(name, ratio, by_tool):
+    pk, tp = by_tool.get("prunekit"), by_tool.get("torch_pruning")
+    print(f"{name:>38} {ratio:>5} | {_ratio(pk or {}, 'params'):>5} {_ratio(pk or {}, 'macs'):>5} "
+          f"{_secs(pk):>6} | {_ratio(tp or {}, 'params'):>5} {_ratio(tp or {}, 'macs'):>5} "
+          f"{_secs(tp):>6} | pk: {_cell(pk)[:70]} | tp: {_cell(tp)[:70]}", flush=True)
+
+
+def summary(records, tools, ratios):
+    models = sorted({r["model"] for r in records})
+    ok = {(r["model"], r["tool"], r["ratio"]) for r in records if r["status"] == "ok"}
+    lines = []
+    names = {"prunekit": "prunekit", "torch_pruning": "Torch-Pruning"}
+    for ratio in ratios:
+        parts = [f"{names[t]}: {sum((m, t, ratio) in ok for m in models)}/{len(models)}" for t in tools]
+        lines.append(f"ratio {ratio}: " + "; ".join(parts) + " models pruned correctly")
+    parts = [f"{names[t]}: {sum(all((m, t, q) in ok for q in ratios) for m in models)}/{len(models)}"
+             for t in tools]
+    lines.append("all ratios: " + "; ".join(parts) + " models pruned correctly")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratios", default="0.3,0.5")
+    parser.add_argument("--models", help="comma list (default: every torchvision model)")
+    parser.add_argument("--max-params", help="skip models with more parameters, e.g. 200M")
+    parser.add_argument("--include-detection", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--include-segmentation", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per model, tool and ratio")
+    parser.add_argument("--threads", type=int, help="torch threads in each child (default: torch's)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    ratios = [float(r) for r in args.ratios.split(",")]
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tools {sorted(unknown)}; choose from {TOOLS}")
+    tasks = catalogue(detection=True, segmentation=True)
+    if args.models:
+        names = [n for n in args.models.split(",") if n]
+        missing = [n for n in names if n not in tasks]
+        if missing:
+            parser.error(f"not torchvision models: {missing}")
+    else:
+        names = list(catalogue(args.include_detection, args.include_segmentation))
+    skipped = {}
+    if args.max_params:
+        limit = _parse_size(args.max_params)
+        for name in names:
+            count = count_params_meta(name, tasks[name])
+            if count is not None and count > limit:
+                skipped[name] = count
+        names = [n for n in names if n not in skipped]
+        if skipped:
+            print(f"skipped (> {args.max_params} params): {', '.join(sorted(skipped))}")
+    print(f"{len(names)} models, ratios {ratios}, tools {tools}")
+    print(f"{'':>38} {'':>5} | {'prunekit (after/dense)':^18} | {'Torch-Pruning':^18} |")
+    print(f"{'model':>38} {'ratio':>5} | {'param':>5} {'MACs':>5} {'sec':>6} | "
+          f"{'param':>5} {'MACs':>5} {'sec':>6} | status")
+    records = []
+    started = time.time()
+    for name in names:
+        mine = []
+        for tool in tools:
+            mine += run_tool(name, tasks[name], tool, ratios, args.timeout, args.threads)
+        records += mine
+        for ratio in ratios:
+            print_row(name, ratio, {r["tool"]: r for r in mine if r["ratio"] == ratio})
+    lines = summary(records, tools, ratios)
+    print("\n" + "\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "ratios": ratios, "tools": tools, "models": names, "skipped": skipped,
+            "summary": lines, "wall_s": time.time() - started,
+            "versions": _versions(), "records": records}, indent=2))
+    return records
+
+
+def _versions():
+    import importlib.metadata as md
+    out = {}
+    for package in ("torch", "torchvision", "torch-pruning", "prunekit"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 8 and sys.argv[1] == "--child":
+        _, _, model_name, task_name, tool_name, ratio_text, path, thread_text = sys.argv
+        child(model_name, task_name, tool_name, [float(r) for r in ratio_text.split(",")], path,
+              int(thread_text))
+    else:
+        main()
