@@ -36,7 +36,8 @@ torchvision example does. Each (model, tool) runs in its own process with a time
 
     python benchmarks/structured_coverage.py [--ratios 0.3,0.5] [--models resnet18,vit_b_16]
         [--max-params 200M] [--no-include-detection] [--no-include-segmentation]
-        [--tools prunekit,torch_pruning] [--timeout 300] [--threads N] [--json out.json]
+        [--tools prunekit,torch_pruning] [--timeout 300] [--max-rss 16G] [--threads N]
+        [--json out.json]
 """
 import argparse
 import copy
@@ -305,23 +306,51 @@ def child(name, task, tool, ratios, out_path, threads):
 # ---------------------------------------------------------------- parent
 
 def _parse_size(text):
-    units = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+    units = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}  # for --max-params and --max-rss
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
 
 
-def run_tool(name, task, tool, ratios, timeout, threads):
-    """Records of one (model, tool) child; ratios it did not finish are 'timeout' / 'crash'."""
-    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+def _rss(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _mem_total():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def run_tool(name, task, tool, ratios, timeout, threads, max_rss):
+    """Records of one (model, tool) child; ratios it did not finish get 'timeout' or an error.
+    The child is killed past timeout x ratios seconds or max_rss bytes resident."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out, tempfile.TemporaryFile("w+") as err:
         cmd = [sys.executable, __file__, "--child", name, task, tool, ",".join(map(str, ratios)),
                out.name, str(threads or 0)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        limit = timeout * len(ratios)
+        deadline = time.monotonic() + limit
         failure = None
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * len(ratios))
-            if proc.returncode:
-                tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-                failure = ("error", f"crash (exit {proc.returncode}): {tail[:300]}")
-        except subprocess.TimeoutExpired:
-            failure = ("timeout", f"timeout after {timeout * len(ratios)} s")
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                failure = ("timeout", f"timeout after {limit:.0f} s")
+            elif max_rss and _rss(proc.pid) > max_rss:
+                failure = ("error", f"memory: over {max_rss / 2**30:.1f} GiB resident, killed")
+            if failure:
+                proc.kill()
+                break
+            time.sleep(0.2)
+        code = proc.wait()
+        if failure is None and code:
+            err.seek(0)
+            tail = (err.read().strip().splitlines() or [""])[-1]
+            failure = ("error", f"crash (exit {code}): {tail[:300]}")
         records = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line]
     done = {r["ratio"] for r in records}
     for ratio in ratios:
@@ -380,6 +409,8 @@ def main():
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--timeout", type=float, default=300, help="seconds per model, tool and ratio")
     parser.add_argument("--threads", type=int, help="torch threads in each child (default: torch's)")
+    parser.add_argument("--max-rss", help="kill a child above this resident memory, e.g. 16G "
+                        "(default: 80%% of the machine's memory)")
     parser.add_argument("--json")
     args = parser.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -405,6 +436,8 @@ def main():
         names = [n for n in names if n not in skipped]
         if skipped:
             print(f"skipped (> {args.max_params} params): {', '.join(sorted(skipped))}")
+    total = _mem_total()
+    max_rss = _parse_size(args.max_rss) if args.max_rss else int(0.8 * total) if total else None
     print(f"{len(names)} models, ratios {ratios}, tools {tools}")
     print(f"{'':>38} {'':>5} | {'prunekit (after/dense)':^18} | {'Torch-Pruning':^18} |")
     print(f"{'model':>38} {'ratio':>5} | {'param':>5} {'MACs':>5} {'sec':>6} | "
@@ -414,7 +447,7 @@ def main():
     for name in names:
         mine = []
         for tool in tools:
-            mine += run_tool(name, tasks[name], tool, ratios, args.timeout, args.threads)
+            mine += run_tool(name, tasks[name], tool, ratios, args.timeout, args.threads, max_rss)
         records += mine
         for ratio in ratios:
             print_row(name, ratio, {r["tool"]: r for r in mine if r["ratio"] == ratio})

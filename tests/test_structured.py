@@ -293,3 +293,26 @@ def test_save_load_structured_kitchen(tmp_path):
     loaded = pk.load(tmp_path / "k.safetensors", model=Kitchen()).eval()
     assert torch.equal(loaded(x), model(x))
     assert loaded.grouped[0].groups == 4 and loaded.norm.num_channels == model.norm.num_channels
+
+
+def test_layer_granularity_removes_least_influential_residual_blocks(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # layer3.1 barely changes its input: it must be the one to go
+        model.layer3[1].bn2.weight.mul_(1e-4)
+        model.layer3[1].bn2.bias.zero_()
+    result = pk.prune_structured(model, x, ratio=0.2, granularity="layer")
+    assert result.blocks == ["layer3.1"]  # 5 blocks keep their shape: one goes
+    assert result.params_after < result.params_before
+    assert model(x).shape == (2, 10)
+    pk.save(model, tmp_path / "r.safetensors")
+    loaded = pk.load(tmp_path / "r.safetensors", model=torchvision.models.resnet18(num_classes=10)).eval()
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_layer_granularity_refuses_models_without_blocks():
+    model = zoo.build("lenet300")
+    with pytest.raises(pk.PruneError, match="residual blocks"):
+        pk.prune_structured(model, torch.randn(1, 1, 28, 28), ratio=0.5, granularity="layer")
+    assert model.net[1].out_features == 300

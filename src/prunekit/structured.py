@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import surgery
+from . import blocks, surgery
 from .criteria import get_channel
 from .criteria.group import units as unit_order
 from .errors import PruneError
-from .graph import analyze, check, pin_event
+from .graph import analyze, check, eval_mode, pin_event
+from .graph.trace import tensors_of
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class StructuredResult:
     params_before: int = 0
     params_after: int = 0
     kept_fixed: list = field(default_factory=list)  # "op in module" whose channels had to stay
+    blocks: list = field(default_factory=list)      # granularity "layer": the removed blocks
 
 
 @dataclass
@@ -46,11 +48,14 @@ class Options:
 
 
 def _inputs(example_inputs):
+    """A tensor, or a tuple of positional arguments holding tensors (a detection model's
+    list of images goes in as `([image],)`)."""
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example_inputs):
+    if isinstance(example_inputs, (tuple, list)) and tensors_of(example_inputs):
         return tuple(example_inputs)
-    raise PruneError("example_inputs must be a tensor or a tuple of tensors for one forward call")
+    raise PruneError("example_inputs must be a tensor or a tuple of positional arguments with "
+                     "tensors, for one forward call")
 
 
 def _ignored(model, ignore):
@@ -202,7 +207,28 @@ def _count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance="l2",
+def _prune_layers(model, inputs, ratio, importance, calibration, seed, ignored, result):
+    """Replace the least influential residual blocks by Skip; put them back if shapes change."""
+    chosen = blocks.choose_blocks(model, inputs, ratio, importance, calibration, seed, ignored)
+    originals = [(name, model.get_submodule(name)) for name, _ in chosen]
+    with torch.no_grad(), eval_mode(model):
+        before = [tuple(t.shape) for t in tensors_of(model(*inputs))]
+    try:
+        blocks.remove_blocks(model, chosen)
+        with torch.no_grad(), eval_mode(model):
+            after = [tuple(t.shape) for t in tensors_of(model(*inputs))]
+        if after != before:
+            raise PruneError(f"removing blocks {[n for n, _ in chosen]} changed the output shapes")
+    except BaseException:
+        for name, module in originals:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module)
+        raise
+    result.blocks = [name for name, _ in chosen]
+    return result
+
+
+def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance=None,
                      scope="layer", ignore=None, round_to=1, calibration=None, overrides=None,
                      max_ratio=1.0, steps=1, seed=None) -> StructuredResult:
     """Remove `ratio` of the channels of every channel space (in place; the model is returned).
@@ -212,14 +238,22 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     `max_ratio` caps what any space loses; `round_to` keeps channel counts multiples of it;
     `steps` > 1 prunes in equal steps, re-scoring in between. Output layers keep their
     channels; modules in `ignore` are left exactly as they are.
+
+    granularity "channel" removes channels/filters/neurons (importance default "l2"),
+    "head" attention heads (default "l2"), "layer" whole residual blocks: `ratio` of them,
+    by "block_influence" (default, on `calibration` or the example inputs) or "random".
     """
     overrides = {} if overrides is None else overrides
     _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
     inputs = _inputs(example_inputs)
-    criterion = get_channel(importance)
-    options = Options(ratio, scope, round_to, max_ratio, overrides)
     ignored = _ignored(model, ignore)
     result = StructuredResult(model, params_before=_count(model))
+    if granularity == "layer":
+        _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
+        result.params_after = _count(model)
+        return result
+    criterion = get_channel(importance or "l2")
+    options = Options(ratio, scope, round_to, max_ratio, overrides)
     first_counts, origin = None, {}
     chooser = _choose_layer if scope == "layer" else _choose_global
     for step in range(1, steps + 1):

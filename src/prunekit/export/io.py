@@ -12,7 +12,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .. import masks, surgery, zoo
+from .. import blocks, masks, surgery, zoo
 from ..measure.counts import effective_state as _effective_state
 from .._atomic import atomic_path
 from ..errors import PruneError
@@ -48,7 +48,7 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
     arch = zoo.architecture(model)
     plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
             "shapes": _shapes(state), "attrs": surgery.shape_attrs(model), "masked": sorted(masked),
-            "packed": packed}
+            "packed": packed, "skipped": blocks.skipped(model)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
@@ -111,6 +111,16 @@ def _resize_plan(model, plan):
     return surgery.Cuts(tensors, attrs)
 
 
+def _remove_skipped(model, skipped):
+    """Blocks removed by layer pruning (granularity "layer") are removed from `model` too."""
+    names = dict(model.named_modules())
+    for name in skipped:
+        if name not in names:
+            raise PruneError(f"saved model skips block {name!r}, which the given model lacks; pass "
+                             "the model class the file was saved from")
+    blocks.remove_blocks(model, list(skipped.items()))
+
+
 def load(path, model: nn.Module = None) -> nn.Module:
     """Rebuild a model saved by pk.save (zoo models from data alone, others into `model`)."""
     tensors, plan = _read(path)
@@ -120,10 +130,12 @@ def load(path, model: nn.Module = None) -> nn.Module:
                              "instance of its class")
         model = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
     state, mask_of = _unpacked(tensors, plan)
-    expected = set(_effective_state(model))
+    skipped = plan.get("skipped", {})
+    expected = {k for k in _effective_state(model) if not any(k.startswith(b + ".") for b in skipped)}
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
         raise PruneError(f"{path} does not match the model: missing {missing}, unexpected {extra}")
+    _remove_skipped(model, skipped)
     surgery.apply(model, _resize_plan(model, plan))
     modules = dict(model.named_modules())
     with torch.no_grad():

@@ -29,6 +29,12 @@ def _dispatch(ctx, func, name, args, kwargs, out):
     ctx.op = name
     rule = ops.rule_for(name, args)
     inputs = tensors_of((args, kwargs))
+    if any(t.numel() == 0 for t in tensors_of(out)):  # empty results carry no channels
+        rule = ops.pin_inputs if any(ctx.labels(t) is not None for t in inputs) else None
+        for tensor in tensors_of(out):
+            ctx.set(tensor, None)
+        if rule is None:
+            return
     labelled = any(ctx.labels(t) is not None for t in inputs)
     if rule in _ALWAYS or labelled or (rule in _PARAMS_LABELLED and any(
             isinstance(t, nn.Parameter) or id(t) in ctx.derived for t in inputs)):
@@ -216,16 +222,20 @@ def _heads(model, ctx) -> set:
     return head_roots
 
 
-def _predicted(graph, event, removed) -> list:
-    shapes = []
-    for shape, labels in zip(event.shapes, event.labels):
-        shape = list(shape)
-        if labels is not None:
-            for dim in range(labels.ndim):
-                if labels.shape[dim] > 1:
-                    shape[dim] = int(graph.keep(labels.reshape(-1), removed).sum())
-        shapes.append(tuple(shape))
-    return shapes
+def _matches(graph, event, shapes, removed) -> bool:
+    """Same rank as traced, and every dim that carries channels has the predicted size.
+    Other dims may differ: after a value-dependent op (NMS) their sizes follow the data."""
+    if len(shapes) != len(event.shapes):
+        return False
+    for traced, actual, labels in zip(event.shapes, shapes, event.labels):
+        if len(traced) != len(actual):
+            return False
+        if labels is None:
+            continue
+        for dim in range(labels.ndim):
+            if labels.shape[dim] > 1 and actual[dim] != int(graph.keep(labels.reshape(-1), removed).sum()):
+                return False
+    return True
 
 
 def check(model: nn.Module, example_inputs, graph, removed):
@@ -246,7 +256,7 @@ def check(model: nn.Module, example_inputs, graph, removed):
     except Exception:  # noqa: BLE001  the pruned model fails: blame the first unchecked event
         pass
     for i, event in enumerate(graph.events):
-        if i >= len(seen) or seen[i][0] != event.op or seen[i][1] != _predicted(graph, event, removed):
+        if i >= len(seen) or seen[i][0] != event.op or not _matches(graph, event, seen[i][1], removed):
             return event
     return None
 

@@ -38,6 +38,11 @@ pixel_unshuffle channel_shuffle native_channel_shuffle pad""".split()
 _SELECT = """__getitem__ narrow select index_select gather take_along_dim split split_with_sizes
 tensor_split unbind diagonal""".split()
 _MATMUL = "matmul __matmul__ __rmatmul__ mm bmm addmm".split()
+# Value-dependent selections: their output size depends on the data, so their input keeps
+# every channel.
+_PINNING = """topk sort argsort msort nonzero masked_select unique unique_consecutive kthvalue nms
+batched_nms roi_align roi_pool ps_roi_align multinomial histc bincount searchsorted bucketize
+scatter scatter_add scatter_reduce index_put index_add index_copy put take""".split()
 # New tensors that only borrow a shape, dtype or device from their input.
 _FRESH = """new_zeros new_ones new_full new_empty new_tensor zeros_like ones_like empty_like
 full_like rand_like randn_like randint_like""".split()
@@ -304,6 +309,14 @@ def _weight_product(ctx, a, weight, target):
     return labels
 
 
+def pin_inputs(ctx, func, name, args, kwargs, out):
+    for tensor in tensors_of((args, kwargs)):
+        if ctx.labels(tensor) is not None:
+            ctx.uf.pin(ctx.labels(tensor))
+    for tensor in tensors_of(out):
+        ctx.set(tensor, None)
+
+
 def fresh(ctx, func, name, args, kwargs, out):
     for tensor in tensors_of(out):
         ctx.set(tensor, None)
@@ -356,6 +369,7 @@ for _names, _rule in ((_UNARY, unary), (_BINARY, elementwise), (_REDUCE, reduce)
     RULES.update(dict.fromkeys(_names, _rule))
 RULES.update(chunk=chunk, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
 RULES.update(dict.fromkeys(_FRESH, fresh))
+RULES.update(dict.fromkeys(_PINNING, pin_inputs))
 # max/min are reductions with one tensor and element-wise with two.
 RULES.update(max="max", min="min")
 
