@@ -198,7 +198,7 @@ def dense_train_structure(model, x, task):
 def run_prunekit(model, x, ratio, name, task, out_channels):
     import prunekit as pk
     result = pk.prune_structured(model, (x,), ratio=ratio)
-    return {"kept_fixed": len(result.kept_fixed)}
+    return {"kept_fixed": len(result.kept_fixed), "kept_fixed_ops": result.kept_fixed[:10]}
 
 
 def tp_ignored_layers(model, name, task, out_channels):

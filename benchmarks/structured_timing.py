@@ -156,7 +156,7 @@ def changes(before, model):
     seen = {}
     for name, shape in _shapes(model).items():
         if before.get(name) != shape:
-            pattern = re.sub(r"(?<=[._])\d+(?=\.)", "*", name)
+            pattern = re.sub(r"(?<=[._])\d+(?=\.)", "*", name, count=1)  # the block index
             seen.setdefault(f"{pattern}: {list(before.get(name, ()))} -> {list(shape)}", None)
     return list(seen)
 

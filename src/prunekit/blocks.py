@@ -18,19 +18,22 @@ from .graph import eval_mode
 from .graph.trace import op_name, tensors_of
 
 _ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}
-_ACTIVATIONS = {"relu", "relu_", "gelu", "silu", "relu6", "hardtanh", "leaky_relu", "elu"}
+# Ops that may follow the residual add inside a block (post-norm transformers: BERT).
+_ACTIVATIONS = {"relu", "relu_", "gelu", "silu", "relu6", "hardtanh", "leaky_relu", "elu",
+                "layer_norm", "dropout"}
 
 
 class Skip(nn.Module):
-    """Stands in for a removed block: returns its input (as a 1-tuple if the block did)."""
+    """Stands in for a removed block: returns its input, padded with None to the length of
+    the tuple the block returned (0: the block returned a tensor)."""
 
-    def __init__(self, returns_tuple: bool = False):
+    def __init__(self, tuple_length: int = 0):
         super().__init__()
-        self.returns_tuple = returns_tuple
+        self.tuple_length = tuple_length
 
     def forward(self, *args, **kwargs):
         x = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
-        return (x,) if self.returns_tuple else x
+        return (x,) + (None,) * (self.tuple_length - 1) if self.tuple_length else x
 
     def extra_repr(self):
         return "removed block"
@@ -42,7 +45,7 @@ def _first_tensor(args, kwargs):
 
 
 def find_blocks(model: nn.Module, example_inputs) -> dict:
-    """{name: returns_tuple} of the modules whose output is their input plus a residual."""
+    """{name: tuple_length} of the modules whose output is their input plus a residual."""
     names = {id(m): n for n, m in model.named_modules()}
     calls, stack, keep_alive = {}, [], []
 
@@ -76,7 +79,7 @@ def find_blocks(model: nn.Module, example_inputs) -> dict:
         keep_alive.append(y)
         ok = y is not None and call["added"] and id(y) in call["residual"] and tuple(y.shape) == call["shape"] \
             and isinstance(output, (torch.Tensor, tuple))
-        calls[name] = ("tuple" if isinstance(output, tuple) else "tensor") if ok else None
+        calls[name] = (len(output) if isinstance(output, tuple) else 0) if ok else None
 
     handles = []
     try:
@@ -89,8 +92,12 @@ def find_blocks(model: nn.Module, example_inputs) -> dict:
     finally:
         for handle in handles:
             handle.remove()
-    found = {n: kind == "tuple" for n, kind in calls.items() if kind}
-    # A stage of blocks is itself input + residuals: keep the innermost, the single blocks.
+    found = {n: length for n, length in calls.items() if length is not None}
+    # Prefer the entries of a layer stack (ModuleList/Sequential) over sub-blocks (BERT's
+    # attention), and a single block over a stage of them: the innermost stacked ones.
+    stacked = {n: t for n, t in found.items()
+               if isinstance(model.get_submodule(n.rpartition(".")[0]), (nn.ModuleList, nn.Sequential))}
+    found = stacked or found
     return {n: t for n, t in found.items() if not any(o.startswith(n + ".") for o in found)}
 
 
@@ -155,11 +162,11 @@ def choose_blocks(model, example_inputs, ratio, importance, calibration, seed, i
 
 
 def remove_blocks(model, chosen) -> None:
-    for name, returns_tuple in chosen:
+    for name, tuple_length in chosen:
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, Skip(returns_tuple))
+        setattr(model.get_submodule(parent_name), child, Skip(tuple_length))
 
 
 def skipped(model) -> dict:
-    """{name: returns_tuple} of the blocks removed from `model` (to save with it)."""
-    return {n: m.returns_tuple for n, m in model.named_modules() if isinstance(m, Skip)}
+    """{name: tuple_length} of the blocks removed from `model` (to save with it)."""
+    return {n: m.tuple_length for n, m in model.named_modules() if isinstance(m, Skip)}

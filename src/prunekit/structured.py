@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import blocks, surgery
+from .hf_config import sync_config
 from .criteria import get_channel
 from .criteria.group import units as unit_order
 from .errors import PruneError
@@ -251,6 +252,7 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     if granularity == "layer":
         _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
         result.params_after = _count(model)
+        sync_config(model)
         return result
     criterion = get_channel(importance or "l2")
     options = Options(ratio, scope, round_to, max_ratio, overrides)
@@ -278,5 +280,6 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
         entry["out"].sort()
         entry["in"].sort()
     result.params_after = _count(model)
+    sync_config(model)
     log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
     return result

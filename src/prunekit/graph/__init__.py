@@ -19,7 +19,7 @@ from . import layers, ops
 from .labels import NONE, PIN, UnionFind, keep_mask
 from .trace import Context, WatchMode, tensors_of
 
-__all__ = ["Graph", "Space", "analyze", "check", "pin_event"]
+__all__ = ["Graph", "Space", "analyze", "check", "pin_event", "HEAD_COUNTS", "HEAD_WIDTHS"]
 
 _ALWAYS = {ops.functional_linear, ops.functional_conv, ops.functional_norm, ops.matmul}
 _PARAMS_LABELLED = {ops.move, ops.select, ops.elementwise, ops.unary}
@@ -198,9 +198,9 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
     return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, spaces, ignored, candidates)
 
 
-_HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
+HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
                 "num_kv_heads")
-_HEAD_WIDTHS = ("all_head_size", "split_size", "inner_dim", "attn_dim")
+HEAD_WIDTHS = ("all_head_size", "split_size", "inner_dim", "attn_dim")
 
 
 def _heads(model, ctx) -> set:
@@ -211,9 +211,9 @@ def _heads(model, ctx) -> set:
         parent = module_name.rpartition(".")[0]
         for owner in dict.fromkeys([module_name, parent]):
             module = model.get_submodule(owner)
-            for attr in _HEAD_COUNTS + _HEAD_WIDTHS:
+            for attr in HEAD_COUNTS + HEAD_WIDTHS:
                 value = getattr(module, attr, None)
-                scale = 1 if attr in _HEAD_COUNTS else width
+                scale = 1 if attr in HEAD_COUNTS else width
                 if isinstance(value, int) and value == len(rows) * scale and \
                         not any(a.module == owner and a.attr == attr for a in ctx.attrs):
                     ctx.attr(owner, attr, rows)
