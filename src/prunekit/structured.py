@@ -186,7 +186,7 @@ def _apply_checked(model, inputs, graph, choose, kept_fixed):
         log.info("keeping the channels of %r in %r: its output has a fixed shape", bad.op, bad.module)
         kept_fixed.append(f"{bad.op} in {bad.module or '<model>'}")
         strikes[id(bad)] = strikes.get(id(bad), -1) + 1
-        pin_event(graph, bad, widen=strikes[id(bad)])
+        pin_event(graph, model, bad, widen=strikes[id(bad)])
     raise PruneError(f"structured pruning found more than {_MAX_REPAIRS} ops with fixed shapes; "
                      "prune fewer modules (ignore=)")
 

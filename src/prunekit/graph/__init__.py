@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from ..errors import PruneError
 from ..masks import raw_tensor
@@ -63,6 +64,7 @@ class Graph:
     spaces: list
     ignored: set = field(default_factory=set)
     candidates: set = None  # unit roots allowed to go (heads); None: every unit
+    meta: bool = False      # traced on the meta device (the check runs there too)
 
     @property
     def units(self) -> np.ndarray:
@@ -175,7 +177,66 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
     projection output reshaped to (heads, head_dim), tied across q, k, v and the output
     projection by the products between them.
     """
-    ctx, ignored = Context(model, unit_dim="outer" if heads else "inner"), set(ignore)
+    ignored = set(ignore)
+    try:  # shapes are all the trace needs: on the meta device no arithmetic is done
+        with _attributes_kept(model):
+            ctx, output = _trace(model, example_inputs, ignored, heads, meta=True)
+    except PruneError:
+        raise
+    except Exception:  # noqa: BLE001  data-dependent code (.item(), NMS) needs real tensors
+        ctx, output = _trace(model, example_inputs, ignored, heads, meta=False)
+    for tensor in tensors_of(output):
+        if ctx.labels(tensor) is not None:
+            ctx.uf.pin(ctx.labels(tensor))
+    _tie_shared(model, ctx)
+    candidates = _heads(model, ctx) if heads else None
+    spaces = _spaces(ctx.uf, ctx.slices, candidates)
+    return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, spaces, ignored, candidates, ctx.meta)
+
+
+@contextmanager
+def _attributes_kept(model):
+    """Undo what a forward stores on modules outside parameters and buffers (a cache of
+    anchors moved to the input's device), so a meta run leaves no meta tensor behind."""
+    saved = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attrs in saved:
+            current = vars(module)
+            for key in [k for k in current if k not in attrs]:
+                del current[key]
+            for key, value in attrs.items():
+                if current.get(key) is not value:
+                    current[key] = value
+
+
+def _meta_call(model, example_inputs):
+    """model(*example_inputs) with every parameter, buffer and input on the meta device;
+    returns the output and {id(meta parameter): [(module, name)]}."""
+    meta_of, owners, state = {}, {}, {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for kind in ("_parameters", "_buffers"):
+            for name, tensor in getattr(module, kind).items():
+                if tensor is None:
+                    continue
+                if id(tensor) not in meta_of:
+                    meta = torch.empty_like(tensor, device="meta")
+                    meta_of[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) \
+                        if isinstance(tensor, nn.Parameter) else meta
+                state[f"{module_name}.{name}" if module_name else name] = meta_of[id(tensor)]
+                if isinstance(tensor, nn.Parameter):
+                    owners.setdefault(id(meta_of[id(tensor)]), []).append((module_name, name))
+    inputs = tuple(tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, list(example_inputs)))
+    return owners, lambda: torch.func.functional_call(model, state, inputs, strict=False)
+
+
+def _trace(model, example_inputs, ignored, heads, meta):
+    ctx = Context(model, unit_dim="outer" if heads else "inner")
+    ctx.meta = meta
+    call = lambda: model(*example_inputs)  # noqa: E731
+    if meta:
+        ctx.owners, call = _meta_call(model, example_inputs)
 
     def on_op(func, name, args, kwargs, out):
         _dispatch(ctx, func, name, args, kwargs, out)
@@ -188,14 +249,8 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
 
     with eval_mode(model), torch.no_grad(), _watch(model, ignored, on_op, on_leaf) as stack:
         ctx.stack = stack
-        output = model(*example_inputs)
-    for tensor in tensors_of(output):
-        if ctx.labels(tensor) is not None:
-            ctx.uf.pin(ctx.labels(tensor))
-    _tie_shared(model, ctx)
-    candidates = _heads(model, ctx) if heads else None
-    spaces = _spaces(ctx.uf, ctx.slices, candidates)
-    return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, spaces, ignored, candidates)
+        output = call()
+    return ctx, output
 
 
 HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
@@ -240,8 +295,14 @@ def _matches(graph, event, shapes, removed) -> bool:
 
 def check(model: nn.Module, example_inputs, graph, removed):
     """The first traced call whose output shape on the pruned model differs from the
-    prediction (a reshape with a fixed size, a slice with fixed bounds), or None."""
-    seen = []
+    prediction (a reshape with a fixed size, a slice with fixed bounds), or None.
+
+    After the first value-dependent op (NMS, topk, nonzero) the calls and their sizes
+    follow the data, which pruning changes: from there on only a failure counts, and it is
+    blamed on that op.
+    """
+    seen, failed = [], False
+    horizon = next((i for i, e in enumerate(graph.events) if e.op in ops.VALUE_DEPENDENT), len(graph.events))
 
     def on_op(func, name, args, kwargs, out):
         if tensors_of(out):  # as Context.record: calls with no tensor out are not events
@@ -251,28 +312,36 @@ def check(model: nn.Module, example_inputs, graph, removed):
         seen.append((type(module).__name__, [tuple(t.shape) for t in tensors_of(output)]))
 
     try:
-        with eval_mode(model), torch.no_grad(), _watch(model, graph.ignored, on_op, on_leaf):
-            model(*example_inputs)
+        call = _meta_call(model, example_inputs)[1] if graph.meta else lambda: model(*example_inputs)
+        with _attributes_kept(model), eval_mode(model), torch.no_grad(), \
+                _watch(model, graph.ignored, on_op, on_leaf):
+            call()
     except Exception:  # noqa: BLE001  the pruned model fails: blame the first unchecked event
-        pass
-    for i, event in enumerate(graph.events):
+        failed = True
+    for i, event in enumerate(graph.events[:horizon]):
         if i >= len(seen) or seen[i][0] != event.op or not _matches(graph, event, seen[i][1], removed):
             return event
-    return None
+    return graph.events[horizon] if failed and horizon < len(graph.events) else None
 
 
-def pin_event(graph, event, widen: int = 0) -> None:
-    """Keep every channel an event touches, then regroup the units that remain.
+def pin_event(graph, model, event, widen: int = 0) -> None:
+    """Keep every channel an event touches, in every module of the same class (the same
+    reshape sits in each of a model's attention layers), then regroup the units left.
 
     With `widen` = k > 0, keep every channel touched anywhere inside the module k levels
-    above the event's (a size may come from another tensor of the same module).
+    above the event's, and inside each module of that class (a size may come from another
+    tensor of the same module).
     """
     if widen == 0:
-        graph.uf.pin(event.atoms)
+        for other in graph.events:
+            if other.slot == event.slot:
+                graph.uf.pin(other.atoms)
     else:
         parts = event.module.split(".") if event.module else []
         scope = ".".join(parts[: max(0, len(parts) - widen + 1)])
+        kind = type(model.get_submodule(scope)) if scope else None
+        scopes = [n for n, m in model.named_modules() if type(m) is kind] if scope else [""]
         for other in graph.events:
-            if not scope or other.module == scope or other.module.startswith(scope + "."):
+            if any(not s or other.module == s or other.module.startswith(s + ".") for s in scopes):
                 graph.uf.pin(other.atoms)
     graph.spaces = _spaces(graph.uf, graph.slices, graph.candidates)

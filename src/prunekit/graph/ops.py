@@ -370,6 +370,7 @@ for _names, _rule in ((_UNARY, unary), (_BINARY, elementwise), (_REDUCE, reduce)
 RULES.update(chunk=chunk, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
 RULES.update(dict.fromkeys(_FRESH, fresh))
 RULES.update(dict.fromkeys(_PINNING, pin_inputs))
+VALUE_DEPENDENT = frozenset(_PINNING)
 # max/min are reductions with one tensor and element-wise with two.
 RULES.update(max="max", min="min")
 

@@ -46,6 +46,7 @@ class Event:
     shapes: list   # output shapes
     labels: list   # output label arrays (None when unlabelled)
     atoms: np.ndarray = None  # every atom on its inputs and outputs
+    slot: tuple = ()          # (module class, position among that module call's events)
 
 
 def op_name(func) -> str:
@@ -75,6 +76,8 @@ class Context:
     grids: list = field(default_factory=list)      # heads seen: (module, row atoms, row width)
     op: str = ""                                   # the torch call being labelled
     derived: dict = field(default_factory=dict)    # id(tensor) -> (tensor, parameter it copies)
+    counts: dict = field(default_factory=dict)     # events so far per module
+    meta: bool = False                             # running on meta tensors
 
     def __post_init__(self):
         for module_name, module in self.model.named_modules(remove_duplicate=False):
@@ -165,8 +168,11 @@ class Context:
         labels = [self.labels(t) for t in tensors]
         seen = [lab.ravel() for lab in labels + [self.labels(t) for t in inputs] if lab is not None]
         atoms = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
-        self.events.append(Event(op, self.stack[-1] if self.stack else "",
-                                 [tuple(t.shape) for t in tensors], labels, atoms[atoms != NONE]))
+        module = self.stack[-1] if self.stack else ""
+        self.counts[module] = self.counts.get(module, 0) + 1
+        slot = (type(self.model.get_submodule(module)).__name__, self.counts[module]) if module else (module, len(self.events))
+        self.events.append(Event(op, module, [tuple(t.shape) for t in tensors], labels,
+                                 atoms[atoms != NONE], slot))
 
 
 class WatchMode(TorchFunctionMode):
