@@ -176,7 +176,7 @@ def _apply_checked(model, inputs, graph, choose, kept_fixed):
         snapshot = surgery.Snapshot(surgery.touched(model, plan))
         try:
             surgery.apply(model, plan)
-            bad = check(model, inputs, graph, removed)
+            bad = check(model, inputs, graph, removed) if graph.needs_check else None
         except BaseException:
             snapshot.restore()
             raise
@@ -198,7 +198,8 @@ def _record_removed(graph, plan, origin, removed):
         for dim, keep in dims.items():
             key = (module, tensor, dim)
             indices, kept = origin[key], keep.numpy()
-            gone = np.setdiff1d(np.arange(len(indices)), kept)
+            gone = np.ones(len(indices), dtype=bool)
+            gone[kept] = False
             if tensor == "weight":
                 removed.setdefault(module, {"out": [], "in": []})[roles[key]].extend(indices[gone].tolist())
             origin[key] = indices[kept]

@@ -50,14 +50,29 @@ def accumulate(graph, model, per_index, keep_slice=lambda s, module, tensor: Tru
     return scores, counts > 0
 
 
+def _per_index(transform):
+    """Sum of transform(w) over every dim but one; transform(w) computed once per tensor
+    (a weight is usually a slice twice: its outputs and its inputs)."""
+    cache = {}
+
+    def per_index(tensor, dim):
+        if id(tensor) not in cache:
+            cache.clear()
+            cache[id(tensor)] = transform(tensor.detach().float())
+        values = cache[id(tensor)]
+        return values.sum([d for d in range(values.dim()) if d != dim]).numpy() if values.dim() > 1 \
+            else values.numpy()
+    return per_index
+
+
 @register_channel("l1")
 def l1(graph, model, calibration=None, seed=None):
-    return accumulate(graph, model, lambda t, d: _rows(t, d).abs().sum(1).numpy())[0]
+    return accumulate(graph, model, _per_index(torch.abs))[0]
 
 
 @register_channel("l2")
 def l2(graph, model, calibration=None, seed=None):
-    return np.sqrt(accumulate(graph, model, lambda t, d: _rows(t, d).pow(2).sum(1).numpy())[0])
+    return np.sqrt(accumulate(graph, model, _per_index(torch.square))[0])
 
 
 @register_channel("random")

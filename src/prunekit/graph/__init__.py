@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_map
 from ..errors import PruneError
 from ..masks import raw_tensor
 from . import layers, ops
-from .labels import NONE, PIN, UnionFind, keep_mask
+from .labels import NONE, PIN, UnionFind, keep_mask, removal_table
 from .trace import Context, WatchMode, tensors_of
 
 __all__ = ["Graph", "Space", "analyze", "check", "pin_event", "HEAD_COUNTS", "HEAD_WIDTHS"]
@@ -67,8 +67,18 @@ class Graph:
     meta: bool = False      # traced on the meta device (the check runs there too)
 
     @property
+    def needs_check(self) -> bool:
+        """Whether any op with sizes or bounds (view, slice, split) touched channels: only
+        there can a hard-coded size disagree with the pruned shapes."""
+        return any(e.op in ops.SIZED and len(e.atoms) for e in self.events)
+
+    @property
     def units(self) -> np.ndarray:
         return np.concatenate([s.units for s in self.spaces]) if self.spaces else np.zeros(0, np.int64)
+
+    def removal(self, removed) -> np.ndarray:
+        """A lookup table for `keep`, built once per choice of removed units."""
+        return removal_table(removed, self.uf)
 
     def keep(self, labels, removed) -> np.ndarray:
         """Entries of a label vector that survive removing the unit roots in `removed`."""
@@ -302,6 +312,7 @@ def check(model: nn.Module, example_inputs, graph, removed):
     blamed on that op.
     """
     seen, failed = [], False
+    removed = graph.removal(removed)
     horizon = next((i for i, e in enumerate(graph.events) if e.op in ops.VALUE_DEPENDENT), len(graph.events))
 
     def on_op(func, name, args, kwargs, out):

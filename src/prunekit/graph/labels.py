@@ -121,16 +121,19 @@ def settle(labels: np.ndarray, uf: UnionFind, unit_dim: str = "inner", grids: li
     return vector.reshape(shape)
 
 
-def kept_count(labels_vector: np.ndarray, removed_roots, uf: UnionFind) -> int:
-    return int(keep_mask(labels_vector, removed_roots, uf).sum())
-
-
 def keep_mask(labels_vector: np.ndarray, removed_roots, uf: UnionFind) -> np.ndarray:
-    """True where an entry survives removing the units whose roots are in `removed_roots`."""
+    """True where an entry survives removing the units whose roots are in `removed_roots`
+    (a set of roots, or a boolean table indexed by atom from `removal_table`)."""
     labels_vector = np.asarray(labels_vector)
+    table = removed_roots if isinstance(removed_roots, np.ndarray) else removal_table(removed_roots, uf)
     keep = np.ones(len(labels_vector), dtype=bool)
     channel = labels_vector != NONE
-    if channel.any() and len(removed_roots):
-        roots = uf.find(labels_vector[channel])
-        keep[channel] = ~np.isin(roots, np.asarray(sorted(removed_roots), dtype=np.int64))
+    if channel.any():
+        keep[channel] = ~table[uf.find(labels_vector[channel])]
     return keep
+
+
+def removal_table(removed_roots, uf: UnionFind) -> np.ndarray:
+    table = np.zeros(uf.size, dtype=bool)
+    table[np.fromiter(removed_roots, dtype=np.int64, count=len(removed_roots))] = True
+    return table

@@ -371,6 +371,12 @@ RULES.update(chunk=chunk, __setitem__=setitem, scaled_dot_product_attention=atte
 RULES.update(dict.fromkeys(_FRESH, fresh))
 RULES.update(dict.fromkeys(_PINNING, pin_inputs))
 VALUE_DEPENDENT = frozenset(_PINNING)
+# Moves whose arguments are dims, never sizes: they can't hold a stale channel count.
+_SIZE_FREE = set("""flatten permute transpose swapaxes swapdims movedim moveaxis squeeze unsqueeze t T mT
+cat concat concatenate stack hstack vstack dstack flip fliplr flipud channel_shuffle
+native_channel_shuffle""".split())
+# Ops that take sizes or bounds (view(b, 8, 64), x[:, :16]): a pruned model is checked there.
+SIZED = frozenset(set(_MOVE + _SELECT + ["chunk"]) - _SIZE_FREE)
 # max/min are reductions with one tensor and element-wise with two.
 RULES.update(max="max", min="min")
 

@@ -30,6 +30,7 @@ class Cuts:
 def cuts(model: nn.Module, graph, removed) -> Cuts:
     """What removing the units whose roots are in `removed` does to each tensor and attribute."""
     tensors, attrs = {}, {}
+    removed = graph.removal(removed)
     for s in graph.slices:
         keep = graph.keep(s.labels, removed)
         if not keep.all():
