@@ -22,7 +22,7 @@ def test_compare_on_digits_writes_json_plots_and_report(home, capsys):
     assert code == 0
     result = json.loads((home / "c.json").read_text())
     assert {"baseline", "runs"} <= set(result)
-    assert len(result["runs"]) == 6
+    assert len(result["runs"]) == 8  # 4 methods x 2 sparsities
     for run in result["runs"]:
         assert RUN_KEYS <= set(run)
         assert run["compression_ratio"] > 1.5
@@ -59,6 +59,17 @@ def test_prune_export_evaluate_round_trip(home, capsys):
     metrics = json.loads((home / "m.json").read_text())
     assert metrics["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert (home / "p.safetensors").stat().st_size < (home / "d.safetensors").stat().st_size / 2
+
+
+def test_prune_structured_with_a_calibrated_criterion(home, capsys):
+    from prunekit import load, save, zoo
+    src = save(zoo.build("lenet300", in_features=64), home / "dense.safetensors")
+    assert main(["prune", str(src), str(home / "s.safetensors"), "--structured", "--sparsity", "0.5",
+                 "--importance", "activation_mean", "--dataset", "digits", "--round-to", "8", "--quiet"]) == 0
+    assert "parameters" in capsys.readouterr().out
+    model = load(home / "s.safetensors")
+    assert (model.net[1].out_features, model.net[3].out_features) == (152, 48)
+    assert main(["evaluate", str(home / "s.safetensors"), "--dataset", "digits", "--quiet"]) == 0
 
 
 def test_env(capsys):
