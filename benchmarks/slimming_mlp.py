@@ -12,9 +12,12 @@ test error with 84 % fewer parameters. Our recipe, every choice stated:
   the 50k training split. The epoch with the best validation accuracy is kept (the 10k
   validation split is held out of training; the test split is read only for reported figures).
 * Sparsity: loss = cross-entropy + s * sum |gamma| (prunekit.criteria.bn_l1_penalty). The paper
-  gives no s for MNIST; s = S_DEFAULT was picked by a sweep on the validation split
-  (`--sweep`, seed 0: each s trained, slimmed to 784-100-60-10, fine-tuned, validation error of
-  the result; the figures are in SWEEP below).
+  gives no s for MNIST (1e-4 on CIFAR/SVHN, 1e-5 on ImageNet); s = 3e-4 and the fine-tuning lr
+  (0.1) were picked by a sweep on the VALIDATION split, never the test split (`--sweep`, seed 0,
+  30 + 20 epochs: each s trained, slimmed to 784-100-60-10, fine-tuned, validation error of the
+  result; figures in SWEEP below). The differences between the best settings (1.50-1.54 %) are
+  within validation noise (+-0.12 points for 10k samples); s = 1e-3 makes the pruning itself
+  nearly free (1.62 % -> 1.64 % before fine-tuning) at a higher dense error.
 * Pruning: the architecture is the paper's, fixed: pk.prune_structured(importance="bn_scale",
   overrides={"1": 0.8, "4": 0.8}) keeps the 100 (of 500) and 60 (of 300) neurons with the
   largest |gamma| in each layer. The benchmark checks the kept neurons are exactly those.
@@ -23,8 +26,9 @@ test error with 84 % fewer parameters. Our recipe, every choice stated:
     (the same total as 100 + 60); the per-layer counts it gives are passed as overrides.
   - "prunekit global": pk.prune_structured(scope="global", ratio=0.8) (also 160 left); it ranks
     |gamma| normalised by each layer's mean, which is not the paper's raw threshold.
-* Fine-tuning: no sparsity term, SGD momentum 0.9, lr 0.01 cosine, batch 64, weight decay 1e-4,
-  20 epochs, best validation epoch kept.
+* Fine-tuning: no sparsity term, SGD momentum 0.9, lr 0.1 cosine (the training setting, as the
+  paper does on CIFAR/SVHN; picked on validation over 0.01 and 0.05), batch 64, weight decay
+  1e-4, 20 epochs (not 30, to keep the run short), best validation epoch kept.
 * Baseline for contrast: the dense model trained without the L1 term, pruned to 784-100-60-10
   by the L2 norm of each neuron's weights (importance "l2", per layer), fine-tuned the same.
 
@@ -34,7 +38,7 @@ the same 84.4 % reduction.
 
     python benchmarks/slimming_mlp.py [--seeds 0,1,2] [--epochs 30] [--finetune 20] [--json f]
     python benchmarks/slimming_mlp.py --quick          # smoke run: 1 seed, 2 epochs, 5k samples
-    python benchmarks/slimming_mlp.py --sweep 1e-5,1e-4,3e-4,1e-3   # pick s on validation
+    python benchmarks/slimming_mlp.py --sweep 3e-4,5e-4,1e-3 --sweep-ft-lr 0.01,0.05,0.1  # validation
 """
 import argparse
 import json
@@ -55,12 +59,14 @@ TARGET = (100, 60)
 HIDDEN = (500, 300)
 LINEARS = ("1", "4")   # module names of the two hidden Linear layers in the Sequential
 BNS = ("2", "5")
-S_DEFAULT = 1e-4
-# Validation error (%) of the slimmed, fine-tuned 784-100-60-10 net, seed 0, 30 + 20 epochs
-# (filled in from `--sweep`; see the module docstring).
-SWEEP = {}
+S_DEFAULT = 3e-4
+# Validation error (%) of the slimmed, fine-tuned 784-100-60-10 net, seed 0, 30 + 20 epochs,
+# from `--sweep`: {(s, fine-tuning lr): error}. s = 0 is no sparsity term (dense val 1.23 %).
+SWEEP = {(0, 0.01): 1.74, (1e-4, 0.01): 1.64, (3e-4, 0.01): 1.71, (3e-4, 0.05): 1.56, (3e-4, 0.1): 1.50,
+         (5e-4, 0.01): 1.59, (5e-4, 0.05): 1.69, (5e-4, 0.1): 1.54, (1e-3, 0.01): 1.53,
+         (1e-3, 0.05): 1.60, (1e-3, 0.1): 1.62, (3e-3, 0.01): 2.19, (1e-2, 0.01): 3.45}
 TRAIN = {"lr": 0.1, "batch_size": 64, "weight_decay": 1e-4}
-FINETUNE = {"lr": 0.01, "batch_size": 64, "weight_decay": 1e-4}
+FINETUNE = {"lr": 0.1, "batch_size": 64, "weight_decay": 1e-4}
 
 
 def build():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import blocks, surgery
 from .hf_config import sync_config
@@ -173,22 +174,37 @@ def _apply_checked(model, inputs, graph, choose, kept_fixed):
         if not removed:
             return removed, None
         plan = surgery.cuts(model, graph, removed)
-        snapshot = surgery.Snapshot(surgery.touched(model, plan))
-        try:
-            surgery.apply(model, plan)
-            bad = check(model, inputs, graph, removed) if graph.needs_check else None
-        except BaseException:
-            snapshot.restore()
-            raise
+        bad = _check_plan(model, inputs, graph, removed, plan)
         if bad is None:
             return removed, plan
-        snapshot.restore()
         log.info("keeping the channels of %r in %r: its output has a fixed shape", bad.op, bad.module)
         kept_fixed.append(f"{bad.op} in {bad.module or '<model>'}")
         strikes[id(bad)] = strikes.get(id(bad), -1) + 1
         pin_event(graph, model, bad, widen=strikes[id(bad)])
     raise PruneError(f"structured pruning found more than {_MAX_REPAIRS} ops with fixed shapes; "
                      "prune fewer modules (ignore=)")
+
+
+def _check_plan(model, inputs, graph, removed, plan):
+    """Apply `plan`; None if the pruned model's shapes are as predicted, else the first op
+    that disagrees (the model is then restored). On the meta device the plan is checked
+    before any weight is sliced."""
+    masked = any(parametrize.is_parametrized(model.get_submodule(m), t) for m, t in plan.tensors)
+    checked_first = graph.needs_check and graph.meta and not masked
+    if checked_first:
+        bad = check(model, inputs, graph, removed, plan)
+        if bad is not None:
+            return bad
+    snapshot = surgery.Snapshot(surgery.touched(model, plan))
+    try:
+        surgery.apply(model, plan)
+        bad = check(model, inputs, graph, removed) if graph.needs_check and not checked_first else None
+    except BaseException:
+        snapshot.restore()
+        raise
+    if bad is not None:
+        snapshot.restore()
+    return bad
 
 
 def _record_removed(graph, plan, origin, removed):

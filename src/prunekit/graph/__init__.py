@@ -221,17 +221,21 @@ def _attributes_kept(model):
                     current[key] = value
 
 
-def _meta_call(model, example_inputs):
+def _meta_call(model, example_inputs, resize=None):
     """model(*example_inputs) with every parameter, buffer and input on the meta device;
-    returns the output and {id(meta parameter): [(module, name)]}."""
-    meta_of, owners, state = {}, {}, {}
+    returns {id(meta parameter): [(module, name)]} and the call. `resize` {(module, name):
+    {dim: kept indices}} gives tensors the shapes a pruning plan will give them."""
+    meta_of, owners, state, resize = {}, {}, {}, resize or {}
     for module_name, module in model.named_modules(remove_duplicate=False):
         for kind in ("_parameters", "_buffers"):
             for name, tensor in getattr(module, kind).items():
                 if tensor is None:
                     continue
                 if id(tensor) not in meta_of:
-                    meta = torch.empty_like(tensor, device="meta")
+                    shape = list(tensor.shape)
+                    for dim, index in resize.get((module_name, name), {}).items():
+                        shape[dim] = len(index)
+                    meta = torch.empty(shape, dtype=tensor.dtype, device="meta")
                     meta_of[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) \
                         if isinstance(tensor, nn.Parameter) else meta
                 state[f"{module_name}.{name}" if module_name else name] = meta_of[id(tensor)]
@@ -303,9 +307,12 @@ def _matches(graph, event, shapes, removed) -> bool:
     return True
 
 
-def check(model: nn.Module, example_inputs, graph, removed):
+def check(model: nn.Module, example_inputs, graph, removed, plan=None):
     """The first traced call whose output shape on the pruned model differs from the
     prediction (a reshape with a fixed size, a slice with fixed bounds), or None.
+
+    With `plan` (surgery.Cuts, not yet applied) the pruned model is run on the meta device
+    with the planned shapes and attributes: no weight is touched.
 
     After the first value-dependent op (NMS, topk, nonzero) the calls and their sizes
     follow the data, which pruning changes: from there on only a failure counts, and it is
@@ -323,9 +330,12 @@ def check(model: nn.Module, example_inputs, graph, removed):
         seen.append((type(module).__name__, [tuple(t.shape) for t in tensors_of(output)]))
 
     try:
-        call = _meta_call(model, example_inputs)[1] if graph.meta else lambda: model(*example_inputs)
+        call = _meta_call(model, example_inputs, plan and plan.tensors)[1] if graph.meta \
+            else lambda: model(*example_inputs)
         with _attributes_kept(model), eval_mode(model), torch.no_grad(), \
                 _watch(model, graph.ignored, on_op, on_leaf):
+            for (module, attr), value in (plan.attrs.items() if plan else ()):
+                setattr(model.get_submodule(module), attr, value)  # undone by _attributes_kept
             call()
     except Exception:  # noqa: BLE001  the pruned model fails: blame the first unchecked event
         failed = True
