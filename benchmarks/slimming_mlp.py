@@ -8,7 +8,7 @@ test error with 84 % fewer parameters. Our recipe, every choice stated:
   Linear(300,10): slimming needs a BatchNorm after each hidden layer (the output layer keeps
   its 10 neurons).
 * Training (dense and sparse alike): SGD momentum 0.9, lr 0.1 with cosine decay to 0, batch 64,
-  weight decay 1e-4 (on every parameter, gamma included, as in the authors' code), 30 epochs on
+  weight decay 1e-4 (on every parameter, gamma included), 30 epochs on
   the 50k training split. The epoch with the best validation accuracy is kept (the 10k
   validation split is held out of training; the test split is read only for reported figures).
 * Sparsity: loss = cross-entropy + s * sum |gamma| (prunekit.criteria.bn_l1_penalty). The paper
@@ -26,15 +26,19 @@ test error with 84 % fewer parameters. Our recipe, every choice stated:
     (the same total as 100 + 60); the per-layer counts it gives are passed as overrides.
   - "prunekit global": pk.prune_structured(scope="global", ratio=0.8) (also 160 left); it ranks
     |gamma| normalised by each layer's mean, which is not the paper's raw threshold.
-* Fine-tuning: no sparsity term, SGD momentum 0.9, lr 0.1 cosine (the training setting, as the
-  paper does on CIFAR/SVHN; picked on validation over 0.01 and 0.05), batch 64, weight decay
-  1e-4, 20 epochs (not 30, to keep the run short), best validation epoch kept.
+* Fine-tuning: no sparsity term, SGD momentum 0.9, lr 0.1 cosine (the training setting; picked
+  on validation over 0.01 and 0.05), batch 64, weight decay 1e-4, 20 epochs (not 30, to keep
+  the run short), best validation epoch kept.
 * Baseline for contrast: the dense model trained without the L1 term, pruned to 784-100-60-10
   by the L2 norm of each neuron's weights (importance "l2", per layer), fine-tuned the same.
 
 Errors are test-split errors in %, mean +- std over seeds. Parameter counts include the
 BatchNorm parameters (547,410 -> 85,490); counting Linear layers only gives 545,810 -> 85,170,
-the same 84.4 % reduction.
+the same 84.4 % reduction. About 6.5 min per seed on one CPU thread.
+
+Measured (seed 0): dense 1.30 %, slimmed 784-100-60-10 1.57 % (31 % before fine-tuning),
+l2 baseline 1.60 %: 84.4 % fewer parameters, but +0.27 points over dense where the paper
+lost 0.06, so the goal (within dense + 0.1) is not met.
 
     python benchmarks/slimming_mlp.py [--seeds 0,1,2] [--epochs 30] [--finetune 20] [--json f]
     python benchmarks/slimming_mlp.py --quick          # smoke run: 1 seed, 2 epochs, 5k samples

@@ -50,29 +50,29 @@ def accumulate(graph, model, per_index, keep_slice=lambda s, module, tensor: Tru
     return scores, counts > 0
 
 
-def _per_index(transform):
-    """Sum of transform(w) over every dim but one; transform(w) computed once per tensor
-    (a weight is usually a slice twice: its outputs and its inputs)."""
+def _per_index(transform_):
+    """Sum of transform(w) over every dim but one; transform(w) is computed once per tensor,
+    in place on a float32 copy (a weight is usually a slice twice: outputs and inputs)."""
     cache = {}
 
     def per_index(tensor, dim):
         if id(tensor) not in cache:
             cache.clear()
-            cache[id(tensor)] = transform(tensor.detach().float())
+            cache[id(tensor)] = transform_(tensor.detach().to(torch.float32, copy=True))
         values = cache[id(tensor)]
-        return values.sum([d for d in range(values.dim()) if d != dim]).numpy() if values.dim() > 1 \
-            else values.numpy()
+        others = [d for d in range(values.dim()) if d != dim]
+        return (values.sum(others) if others else values).numpy()
     return per_index
 
 
 @register_channel("l1")
 def l1(graph, model, calibration=None, seed=None):
-    return accumulate(graph, model, _per_index(torch.abs))[0]
+    return accumulate(graph, model, _per_index(torch.abs_))[0]
 
 
 @register_channel("l2")
 def l2(graph, model, calibration=None, seed=None):
-    return np.sqrt(accumulate(graph, model, _per_index(torch.square))[0])
+    return np.sqrt(accumulate(graph, model, _per_index(torch.square_))[0])
 
 
 @register_channel("random")
