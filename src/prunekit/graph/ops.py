@@ -200,6 +200,17 @@ def move(ctx, func, name, args, kwargs, out):
         ctx.set(tensor, labels)
 
 
+def pad(ctx, func, name, args, kwargs, out):
+    """F.pad: borders added along dims without channels leave the labels as they were."""
+    source, amounts = args[0], list(args[1] if len(args) > 1 else kwargs["pad"])
+    labels = _labels_or_follower(ctx, source)
+    padded = {source.dim() - 1 - i // 2 for i, a in enumerate(amounts) if a}
+    if labels is not None and not any(labels.shape[d] > 1 for d in padded):
+        ctx.set(tensors_of(out)[0], labels)
+    else:
+        move(ctx, func, name, args, kwargs, out)
+
+
 def select(ctx, func, name, args, kwargs, out):
     """Indexing, slicing, splitting: a fixed part of a channel dim can't shrink with it."""
     if not any(ctx.labels(t) is not None or isinstance(t, nn.Parameter) for t in _data(args)):
@@ -367,7 +378,7 @@ RULES = {}
 for _names, _rule in ((_UNARY, unary), (_BINARY, elementwise), (_REDUCE, reduce), (_MOVE, move),
                       (_SELECT, select), (_MATMUL, matmul)):
     RULES.update(dict.fromkeys(_names, _rule))
-RULES.update(chunk=chunk, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
+RULES.update(chunk=chunk, pad=pad, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
 RULES.update(dict.fromkeys(_FRESH, fresh))
 RULES.update(dict.fromkeys(_PINNING, pin_inputs))
 VALUE_DEPENDENT = frozenset(_PINNING)
