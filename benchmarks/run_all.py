@@ -13,9 +13,10 @@ BENCHMARKS = [
     ("global_threshold.py", ["--sizes", "10M,100M,1B"]),
     ("han2015_lenet300.py", []),
     ("slimming_mlp.py", []),
-    ("structured_coverage.py", ["--ratios", "0.3,0.5"]),
+    ("structured_coverage.py", ["--ratios", "0.3,0.5", "--max-rss", "12G"]),
     ("structured_timing.py", ["--repeats", "3"]),
     ("realized_speedup.py", ["--batches", "1,32"]),
+    ("pretrained_agreement.py", []),
 ]
 
 
