@@ -32,11 +32,8 @@ def _dispatch(ctx, func, name, args, kwargs, out):
     rule = ops.rule_for(name, args)
     inputs = tensors_of((args, kwargs))
     if any(t.numel() == 0 for t in tensors_of(out)):  # empty results carry no channels
-        rule = ops.pin_inputs if any(ctx.labels(t) is not None for t in inputs) else None
-        for tensor in tensors_of(out):
-            ctx.set(tensor, None)
-        if rule is None:
-            return
+        ops.pin_inputs(ctx, func, name, args, kwargs, out)
+        return
     labelled = any(ctx.labels(t) is not None for t in inputs)
     if rule in _ALWAYS or labelled or (rule in _PARAMS_LABELLED and any(
             isinstance(t, nn.Parameter) or id(t) in ctx.derived for t in inputs)):
