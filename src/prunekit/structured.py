@@ -43,7 +43,6 @@ class StructuredResult:
 @dataclass
 class Options:
     ratio: float
-    scope: str
     round_to: int
     max_ratio: float
     overrides: dict
@@ -273,7 +272,7 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
         sync_config(model)
         return result
     criterion = get_channel(importance or "l2")
-    options = Options(ratio, scope, round_to, max_ratio, overrides)
+    options = Options(ratio, round_to, max_ratio, overrides)
     first_counts, origin = None, {}
     chooser = _choose_layer if scope == "layer" else _choose_global
     for step in range(1, steps + 1):

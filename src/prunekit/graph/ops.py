@@ -192,9 +192,7 @@ def _replay(ctx, func, name, args, kwargs, out):
 def move(ctx, func, name, args, kwargs, out):
     """Reshape, permute, concatenate, pad: labels move exactly as the data does."""
     if not any(ctx.labels(t) is not None or isinstance(t, nn.Parameter) for t in _data(args)):
-        for tensor in tensors_of(out):
-            ctx.set(tensor, None)
-        return
+        return fresh(ctx, func, name, args, kwargs, out)
     _, results = _replay(ctx, func, name, args, kwargs, out)
     for tensor, labels in zip(tensors_of(out), results):
         ctx.set(tensor, labels)
@@ -214,9 +212,7 @@ def pad(ctx, func, name, args, kwargs, out):
 def select(ctx, func, name, args, kwargs, out):
     """Indexing, slicing, splitting: a fixed part of a channel dim can't shrink with it."""
     if not any(ctx.labels(t) is not None or isinstance(t, nn.Parameter) for t in _data(args)):
-        for tensor in tensors_of(out):
-            ctx.set(tensor, None)
-        return
+        return fresh(ctx, func, name, args, kwargs, out)
     data, results = _replay(ctx, func, name, args, kwargs, out)
     source = set(np.unique(data[0].numpy())) - {NONE}
     if any(set(np.unique(r)) - {NONE} != source for r in results):
