@@ -316,3 +316,27 @@ def test_layer_granularity_refuses_models_without_blocks():
     with pytest.raises(pk.PruneError, match="residual blocks"):
         pk.prune_structured(model, torch.randn(1, 1, 28, 28), ratio=0.5, granularity="layer")
     assert model.net[1].out_features == 300
+
+
+class _ReadsConstants(nn.Module):
+    """Reads the values of a tensor built from constants (as transformers' masks do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x):
+        positions = torch.arange(x.shape[1], device=x.device).to(x.device)
+        if bool((positions[-1] == x.shape[1] - 1).all()):  # .item() on a meta tensor would fail
+            x = x + positions.to(x.dtype)[None, :, None] * 0
+        return self.down(torch.relu(self.up(x)))
+
+
+def test_constants_stay_real_in_a_meta_trace():
+    model, x = _ReadsConstants(), torch.randn(2, 5, 8)
+    graph = pk.graph.analyze(model, (x,))
+    assert graph.meta  # traced without running any arithmetic on the weights
+    dense = model(x)
+    res = pk.prune_structured(model, (x,), ratio=0.5)
+    assert model.up.out_features == 8 and model(x).shape == dense.shape
+    assert res.params_after < res.params_before

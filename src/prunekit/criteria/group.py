@@ -50,18 +50,37 @@ def accumulate(graph, model, per_index, keep_slice=lambda s, module, tensor: Tru
     return scores, counts > 0
 
 
+_CHUNK = 1 << 18  # float32 elements per chunk: small enough to stay in cache
+
+
+def _sums(tensor, transform_) -> list:
+    """For every dim d, the sum of transform(w) over all dims but d: one pass over chunks of
+    rows in float32 (a float32 copy of a whole bf16 LLM weight costs more than the sums)."""
+    w = tensor.detach()
+    sums = [torch.zeros(n) for n in w.shape]
+    step = max(1, _CHUNK // max(1, w[0].numel()))
+    for start in range(0, w.shape[0], step):
+        values = transform_(w[start:start + step].to(torch.float32, copy=True))
+        for dim in range(w.dim()):
+            others = [d for d in range(w.dim()) if d != dim]
+            part = values.sum(others) if others else values
+            if dim == 0:
+                sums[0][start:start + step] = part
+            else:
+                sums[dim] += part
+    return sums
+
+
 def _per_index(transform_):
-    """Sum of transform(w) over every dim but one; transform(w) is computed once per tensor,
-    in place on a float32 copy (a weight is usually a slice twice: outputs and inputs)."""
+    """Sum of transform(w) over every dim but one; all dims of a tensor are summed in one
+    pass and kept for the next call (a weight is usually a slice twice: outputs and inputs)."""
     cache = {}
 
     def per_index(tensor, dim):
         if id(tensor) not in cache:
             cache.clear()
-            cache[id(tensor)] = transform_(tensor.detach().to(torch.float32, copy=True))
-        values = cache[id(tensor)]
-        others = [d for d in range(values.dim()) if d != dim]
-        return (values.sum(others) if others else values).numpy()
+            cache[id(tensor)] = _sums(tensor, transform_)
+        return cache[id(tensor)][dim].numpy()
     return per_index
 
 

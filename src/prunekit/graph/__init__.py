@@ -130,7 +130,7 @@ def _trace(model, example_inputs, ignored, heads, meta):
         rule(ctx, name, module, args, kwargs, output)
         ctx.record(type(module).__name__, output, tensors_of((args, kwargs)))
 
-    with eval_mode(model), torch.no_grad(), watch(model, ignored, on_op, on_leaf) as stack:
+    with eval_mode(model), torch.no_grad(), watch(model, ignored, on_op, on_leaf, meta) as stack:
         ctx.stack = stack
         output = call()
     return ctx, output

@@ -11,11 +11,12 @@ from .trace import WatchMode
 
 
 @contextmanager
-def watch(model, ignored, on_op, on_leaf):
+def watch(model, ignored, on_op, on_leaf, meta=False):
     """Run `on_op` for every torch call and `on_leaf(name, module, args, kwargs, output)` for
-    every call of a known layer (or ignored module), whose insides are not watched."""
+    every call of a known layer (or ignored module), whose insides are not watched. `meta`:
+    the model runs on meta tensors (see trace.call_on_meta)."""
     names = {id(m): n for n, m in model.named_modules()}
-    mode = WatchMode(on_op)
+    mode = WatchMode(on_op, meta)
     stack = []
 
     def is_leaf(module):

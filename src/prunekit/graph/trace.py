@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from ..errors import PruneError
 from .labels import NONE, UnionFind, along, settle
@@ -175,16 +175,57 @@ class Context:
                                  atoms[atoms != NONE], slot))
 
 
+def _to_meta(value):
+    return value.to("meta") if isinstance(value, torch.Tensor) and not value.is_meta else value
+
+
+def _is_meta_device(device) -> bool:
+    return device is not None and torch.device(device).type == "meta"
+
+
+# Ops whose output has their input's shape and dtype: on meta tensors their output is made
+# directly (torch's meta kernels for norms are Python decompositions, the slowest part of a trace).
+_SAME_AS_INPUT = set("""batch_norm layer_norm group_norm instance_norm rms_norm relu relu_ relu6
+gelu silu silu_ hardswish hardswish_ hardsigmoid sigmoid sigmoid_ tanh tanh_ dropout""".split())
+
+
+def _same_as_input(name, args, kwargs):
+    inplace = name.endswith("_") or kwargs.get("inplace") is True or (len(args) > 1 and args[-1] is True)
+    return args[0] if inplace else torch.empty_like(args[0])
+
+
+def call_on_meta(func, name, args, kwargs):
+    """`func(*args, **kwargs)` in a meta run. Tensors made from constants alone (position ids,
+    causal masks) stay real on the CPU, so code that reads their values (`.item()`,
+    `if mask.all()`) still runs; whatever meets a meta tensor runs on meta."""
+    tensors = tensors_of((args, kwargs))
+    if name == "to" and not tensors[0].is_meta:  # a constant moved to the model's device
+        target = func(_to_meta(tensors[0]), *args[1:], **kwargs)
+        return tensors[0].to(dtype=target.dtype)
+    if not any(t.is_meta for t in tensors):
+        if _is_meta_device(kwargs.get("device")):
+            kwargs = {**kwargs, "device": "cpu"}
+        return func(*args, **kwargs)
+    if name in _SAME_AS_INPUT and isinstance(args[0], torch.Tensor) and all(t.is_meta for t in tensors):
+        return _same_as_input(name, args, kwargs)
+    if any(not t.is_meta for t in tensors):
+        if (name == "__setitem__" or (name.endswith("_") and not name.endswith("__"))) \
+                and isinstance(args[0], torch.Tensor) and not args[0].is_meta:
+            raise RuntimeError(f"{name}: a real tensor written from a meta tensor")
+        args, kwargs = tree_map(_to_meta, args), tree_map(_to_meta, kwargs)
+    return func(*args, **kwargs)
+
+
 class WatchMode(TorchFunctionMode):
     """Calls `on_op(func, name, args, kwargs, out)` after every torch call outside a leaf."""
 
-    def __init__(self, on_op):
+    def __init__(self, on_op, meta=False):
         super().__init__()
-        self.on_op, self.leaf_depth = on_op, 0
+        self.on_op, self.leaf_depth, self.meta = on_op, 0, meta
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = call_on_meta(func, op_name(func), args, kwargs) if self.meta else func(*args, **kwargs)
         if self.leaf_depth == 0:
             name = op_name(func)
             if tensors_of(out) or name == "__setitem__":

@@ -51,7 +51,7 @@ def check(model: nn.Module, example_inputs, graph, removed, plan=None):
         call = meta_call(model, example_inputs, plan and plan.tensors)[1] if graph.meta \
             else lambda: model(*example_inputs)
         with attributes_kept(model), eval_mode(model), torch.no_grad(), \
-                watch(model, graph.ignored, on_op, on_leaf):
+                watch(model, graph.ignored, on_op, on_leaf, graph.meta):
             for (module, attr), value in (plan.attrs.items() if plan else ()):
                 setattr(model.get_submodule(module), attr, value)  # undone by _attributes_kept
             call()

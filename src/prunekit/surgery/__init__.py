@@ -73,10 +73,11 @@ class Snapshot:
 
 
 def _sliced(tensor, dims):
+    """A new tensor holding the kept entries (index_select copies; a tensor with no cut is cloned)."""
     out = tensor.detach()
     for dim, index in sorted(dims.items()):
         out = out.index_select(dim, index)
-    return out.clone()
+    return out if dims else out.clone()
 
 
 def _replace(module, name, dims, done):
