@@ -6,6 +6,7 @@ real arguments; module hooks tell which module is running and let known layer ty
 runs can be analysed this way: no symbolic tracing, no export.
 """
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -45,8 +46,14 @@ class Event:
     module: str
     shapes: list   # output shapes
     labels: list   # output label arrays (None when unlabelled)
-    atoms: np.ndarray = None  # every atom on its inputs and outputs
+    seen: np.ndarray = None   # the labels of its inputs and outputs, concatenated
     slot: tuple = ()          # (module class, position among that module call's events)
+
+    @cached_property
+    def atoms(self) -> np.ndarray:
+        """Every atom on its inputs and outputs (computed when asked: most events never are)."""
+        atoms = np.unique(self.seen)
+        return atoms[atoms != NONE]
 
 
 def op_name(func) -> str:
@@ -56,8 +63,29 @@ def op_name(func) -> str:
     return name
 
 
+_LEAVES = (int, float, bool, str, type(None), slice, type(Ellipsis), torch.dtype, torch.device,
+           torch.Size, torch.memory_format, torch.layout)
+
+
 def tensors_of(value) -> list:
-    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    """Every tensor in a nest of arguments or outputs, in pytree order."""
+    found = []
+    _collect(value, found)
+    return found
+
+
+def _collect(value, found) -> None:
+    # plain containers by hand: tree_flatten on every torch call was a third of a trace's time
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif type(value) in (tuple, list):
+        for item in value:
+            _collect(item, found)
+    elif type(value) is dict:
+        for item in value.values():
+            _collect(item, found)
+    elif not isinstance(value, _LEAVES):  # namedtuples, model outputs, registered nodes
+        found.extend(t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor))
 
 
 @dataclass
@@ -167,12 +195,11 @@ class Context:
             return
         labels = [self.labels(t) for t in tensors]
         seen = [lab.ravel() for lab in labels + [self.labels(t) for t in inputs] if lab is not None]
-        atoms = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
+        seen = np.concatenate(seen) if seen else np.zeros(0, np.int64)
         module = self.stack[-1] if self.stack else ""
         self.counts[module] = self.counts.get(module, 0) + 1
         slot = (type(self.model.get_submodule(module)).__name__, self.counts[module]) if module else (module, len(self.events))
-        self.events.append(Event(op, module, [tuple(t.shape) for t in tensors], labels,
-                                 atoms[atoms != NONE], slot))
+        self.events.append(Event(op, module, [tuple(t.shape) for t in tensors], labels, seen, slot))
 
 
 def _to_meta(value):
