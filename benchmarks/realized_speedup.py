@@ -5,7 +5,11 @@ eval mode, 50 % of the channels removed (--ratio) by prunekit with round_to=1 an
 and, side by side, by Torch-Pruning 1.6.1 (BasePruner, GroupMagnitudeImportance(p=2), the
 classifier ignored, round_to None and 8). Every variant is timed with
 prunekit.measure.latency.time_models in one interleaved loop per batch size (1 and 32,
-224x224), fixed thread count (default: all cores), median of --repeats. For each pruned model:
+224x224) and form, fixed thread count (default: all cores), median of --repeats. Two forms
+(--forms): "eager", the nn.Module as it is, and "frozen", the way a CPU deployment runs it:
+torch.jit.trace + freeze + optimize_for_inference (BatchNorm folded into the convs, oneDNN
+weight prepacking); dense and pruned models are always timed in the same form. For each pruned
+model:
 
     efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs)
 
@@ -74,8 +78,6 @@ def _first_line(err):
 
 def measure(name, args):
     import torch
-
-    from prunekit.measure.latency import time_models
     dense = build(name)
     x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     models = {"dense": dense}
@@ -98,17 +100,36 @@ def measure(name, args):
     rows = []
     for batch in args.batches:
         x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(2))
-        timing = time_models(models, (x,), repeats=args.repeats, warmup=args.warmup, threads=args.threads)
-        for label in info:
-            row = {"model": name, "batch": batch, "variant": label, **info[label]}
-            if label in timing:
-                row["latency"] = timing[label]
-                if label != "dense":
-                    speedup = timing["dense"]["median_s"] / timing[label]["median_s"]
-                    macs_ratio = info["dense"]["macs"] / info[label]["macs"]
-                    row.update(speedup=speedup, macs_ratio=macs_ratio, efficiency=speedup / macs_ratio)
-            rows.append(row)
-            print_row(row)
+        for form in args.forms:
+            rows += _time_form(name, form, batch, models, info, x, args)
+    return rows
+
+
+def deployed(model, x, form):
+    """The model as it would be run: "eager" as is; "frozen" traced, frozen and passed through
+    torch.jit.optimize_for_inference (BatchNorm folded into the convs, weights prepacked)."""
+    import torch
+    if form == "eager":
+        return model
+    with torch.no_grad():
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), x)))
+
+
+def _time_form(name, form, batch, models, info, x, args):
+    from prunekit.measure.latency import time_models
+    ready = {label: deployed(model, x, form) for label, model in models.items()}
+    timing = time_models(ready, (x,), repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+    rows = []
+    for label in info:
+        row = {"model": name, "batch": batch, "form": form, "variant": label, **info[label]}
+        if label in timing:
+            row["latency"] = timing[label]
+            if label != "dense":
+                speedup = timing["dense"]["median_s"] / timing[label]["median_s"]
+                macs_ratio = info["dense"]["macs"] / info[label]["macs"]
+                row.update(speedup=speedup, macs_ratio=macs_ratio, efficiency=speedup / macs_ratio)
+        rows.append(row)
+        print_row(row)
     return rows
 
 
@@ -118,12 +139,13 @@ def _fmt(value, spec=".2f"):
 
 def print_row(r):
     if "error" in r:
-        print(f"{r['model']:>22} {r['batch']:>5} {r['variant']:>12}  failed: {r['error']}", flush=True)
+        print(f"{r['model']:>22} {r['batch']:>5} {r['form']:>6} {r['variant']:>12}  failed: {r['error']}",
+              flush=True)
         return
     lat = r["latency"]
     spread = f"[{lat['p25_s'] * 1e3:.1f}, {lat['p75_s'] * 1e3:.1f}]"
     odd = f"{r['convs_not_multiple_of_8']}/{r['convs']}" if "convs" in r else "-"
-    print(f"{r['model']:>22} {r['batch']:>5} {r['variant']:>12} {r['params'] / 1e6:7.2f}M "
+    print(f"{r['model']:>22} {r['batch']:>5} {r['form']:>6} {r['variant']:>12} {r['params'] / 1e6:7.2f}M "
           f"{r['macs'] / 1e6:9.1f}M {lat['median_s'] * 1e3:9.1f} {spread:>17} "
           f"{_fmt(r.get('macs_ratio')):>6} {_fmt(r.get('speedup')):>7} {_fmt(r.get('efficiency')):>6} "
           f"{odd:>7}", flush=True)
@@ -139,14 +161,17 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="default: all cores")
     parser.add_argument("--tp", action=argparse.BooleanOptionalAction, default=True,
                         help="also time Torch-Pruning's pruned models")
+    parser.add_argument("--forms", default="eager,frozen", help="eager and/or frozen (TorchScript, "
+                        "optimize_for_inference): dense and pruned are timed in the same form")
     parser.add_argument("--json")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.forms = [f for f in args.forms.split(",") if f]
     names = [n for n in args.models.split(",") if n]
     warnings.filterwarnings("ignore")
     print(f"ratio {args.ratio}, {args.threads} threads, median of {args.repeats} (interleaved); "
           f"efficiency = latency speedup / MACs ratio, goal >= {GOAL}")
-    print(f"{'model':>22} {'batch':>5} {'variant':>12} {'params':>8} {'MACs/img':>10} {'ms':>9} "
+    print(f"{'model':>22} {'batch':>5} {'form':>6} {'variant':>12} {'params':>8} {'MACs/img':>10} {'ms':>9} "
           f"{'[p25, p75] ms':>17} {'MACs x':>6} {'speed x':>7} {'eff.':>6} {'odd ch':>7}")
     rows = []
     for name in names:
@@ -156,11 +181,11 @@ def main():
         print()
         for r in effs:
             verdict = "ok" if r["efficiency"] >= GOAL else "below goal"
-            print(f"{r['model']} batch {r['batch']} {r['variant']}: efficiency {r['efficiency']:.2f} ({verdict})")
+            print(f"{r['model']} batch {r['batch']} {r['form']} {r['variant']}: efficiency {r['efficiency']:.2f} ({verdict})")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "ratio": args.ratio, "threads": args.threads, "repeats": args.repeats,
-            "warmup": args.warmup, "goal": GOAL, "rows": rows}, indent=2))
+            "warmup": args.warmup, "forms": args.forms, "goal": GOAL, "rows": rows}, indent=2))
     return rows
 
 

@@ -52,11 +52,12 @@ def sync(inputs: tuple) -> None:
 @contextlib.contextmanager
 def inference(*models: nn.Module):
     """eval() + no_grad for the block; every module's own training flag restored after
-    (eval matters: train-mode BatchNorm would update running stats, changing the model)."""
-    flags = [(m, m.training) for model in models for m in model.modules()]
+    (eval matters: train-mode BatchNorm would update running stats, changing the model).
+    A frozen TorchScript module has no training flag: it is run as it is."""
+    flags = [(m, m.training) for model in models for m in model.modules() if hasattr(m, "training")]
     try:
-        for model in models:
-            model.eval()
+        for module, _ in flags:
+            module.training = False
         with torch.no_grad():
             yield
     finally:
