@@ -20,6 +20,7 @@ class PruneReport:
     pruned: int
     total: int
     layers: dict = field(default_factory=dict)  # name -> {"params", "zeros", "sparsity"}
+    skipped: list = field(default_factory=list)  # selected layers left unpruned, and why in the log
 
 
 def _check_fraction(value, name):

@@ -109,3 +109,13 @@ def prune_below(source: Source, threshold: float) -> torch.Tensor:
     for start, stop in _chunks(source.numel):
         mask[start:stop] &= source.scores(start, stop) >= threshold
     return mask
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep-mask keeping the `n` highest of every `m` consecutive scores along the last dim
+    (whose size must be a multiple of m). Ties: the first in order are kept."""
+    groups = scores.reshape(-1, m)
+    order = torch.argsort(groups, dim=1, descending=True, stable=True)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, order[:, :n], True)
+    return keep.reshape(scores.shape)

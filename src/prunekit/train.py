@@ -84,7 +84,7 @@ def _save_checkpoint(path, **state):
         torch.save(state, tmp)
 
 
-def _train_epoch(model, dataset, optimizer, config, epoch, progress):
+def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None):
     model.train()
     limit = config.limit or len(dataset.train)
     task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=-(-limit // config.batch_size))
@@ -95,6 +95,8 @@ def _train_epoch(model, dataset, optimizer, config, epoch, progress):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_step is not None:  # a pruning schedule, mask regrowth: after the weights moved
+            on_step(x, y)
         total_loss, batches = total_loss + loss.item(), batches + 1
         progress.advance(task)
     progress.remove_task(task)
@@ -102,8 +104,12 @@ def _train_epoch(model, dataset, optimizer, config, epoch, progress):
 
 
 def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=None,
-        quiet: bool = False) -> FitResult:
-    """Train on dataset.train, pick the epoch with the best dataset.val accuracy, load it."""
+        quiet: bool = False, on_step=None, keep_best: bool = True) -> FitResult:
+    """Train on dataset.train, pick the epoch with the best dataset.val accuracy, load it.
+
+    `on_step(x, y)` runs after every optimizer step (GradualPruner.step, DynamicSparsity.step).
+    With keep_best=False the last epoch's weights stay (a schedule that ends with the
+    target sparsity must not be rolled back to an earlier, denser epoch)."""
     config = config or FitConfig()
     torch.manual_seed(config.seed)
     optimizer = _optimizer(model, config)
@@ -115,7 +121,7 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
         log.info("resuming from %s at epoch %d", last, start)
     with _progress(quiet) as progress:
         for epoch in range(start, config.epochs):
-            loss = _train_epoch(model, dataset, optimizer, config, epoch, progress)
+            loss = _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step)
             scheduler.step()
             val = evaluate(model, dataset.val)
             history.append({"epoch": epoch + 1, "loss": loss, "val": val})
@@ -130,6 +136,6 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
             if config.patience and epoch + 1 - best["epoch"] >= config.patience:
                 log.info("early stop: no better val accuracy for %d epochs", config.patience)
                 break
-    if best["model"] is not None:
+    if best["model"] is not None and keep_best:
         model.load_state_dict(best["model"])
     return FitResult(best_val=best["val"], best_epoch=best["epoch"], history=history)
