@@ -33,6 +33,31 @@ def test_compare_on_digits_writes_json_plots_and_report(home, capsys):
     assert "magnitude-global" in capsys.readouterr().out
 
 
+TRAINING_METHODS = "gradual,iterative,rigl,set,lottery,random-mask,nm-2:4,lamp,erk"
+
+
+def test_compare_runs_every_method_that_prunes_over_training(home):
+    out = home / "run"
+    code = main(["compare", "--dataset", "digits", "--model", "lenet300", "--epochs", "12",
+                 "--finetune-epochs", "6", "--sparsities", "0.8,0.9", "--methods", TRAINING_METHODS,
+                 "--out", str(out), "--json", str(home / "c.json"), "--quiet"])
+    assert code == 0
+    runs = json.loads((home / "c.json").read_text())["runs"]
+    by_method = {}
+    for run in runs:
+        by_method.setdefault(run["method"], []).append(run)
+    assert set(by_method) == set(TRAINING_METHODS.split(","))
+    assert [r["target_sparsity"] for r in by_method["nm-2:4"]] == [0.5]  # one run: N:M fixes it
+    for method, rows in by_method.items():
+        for run in rows:  # each reaches its target (the output layer of lenet300 is prunable too)
+            assert run["achieved_sparsity"] == pytest.approx(run["target_sparsity"], abs=0.02), method
+            if method != "random-mask":  # dense here: 93 %; each keeps most of it
+                assert run["accuracy"] > 0.8, method
+    for ticket, control in zip(by_method["lottery"], by_method["random-mask"]):
+        # the same initial weights train far better under the ticket's mask than a random one
+        assert ticket["accuracy"] > control["accuracy"] + 0.2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["compare", "--methods", "magnitude-global,sorcery"], "unknown method"),
     (["compare", "--sparsities", "0.5,1.5"], "sparsity"),

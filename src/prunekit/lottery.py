@@ -53,26 +53,34 @@ class _Recorder:
             self.state = snapshot(self.model)
 
 
-def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, overrides=None,
+def prunable(model, include=None, exclude=None) -> list:
+    return select_modules(model, include, exclude)
+
+
+def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, overrides=None,
                 include=None, exclude=None) -> list:
     """Run `rounds` rounds of iterative magnitude pruning on `model` (in place; it ends as the
     last round's trained ticket). `rate`: fraction of the alive weights of each layer pruned
     per round; `overrides` {module regex: rate} (Frankle & Carbin prune the output layer at
     half the rate). `rewind_to`: 0 resets to the initial weights, k > 0 to the weights after
     k steps of the first training run. Returns one dict per round: the sparsity it was
-    trained at and what `train` returned.
+    trained at and what `train` returned. With `initial` (a snapshot), `model` is taken as
+    already trained from it: round 0 is not trained again and survivors reset to `initial`.
     """
     if not 0 < rate < 1:
         raise PruneError(f"rate must be in (0, 1), got {rate!r}")
     if not (isinstance(rounds, int) and rounds >= 1):
         raise PruneError(f"rounds must be a positive int, got {rounds!r}")
-    chosen = select_modules(model, include, exclude)
+    chosen = prunable(model, include, exclude)
     rates = {name: _rate_for(name, rate, overrides or {}) for name, _ in chosen}
-    start = snapshot(model)
+    if initial is not None and rewind_to:
+        raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")
+    start = snapshot(model) if initial is None else initial
     recorder = _Recorder(model, rewind_to)
     history = []
     for round_ in range(rounds + 1):
-        figure = train(model, recorder if round_ == 0 and rewind_to else _no_op)
+        trained = round_ == 0 and initial is not None
+        figure = None if trained else train(model, recorder if round_ == 0 and rewind_to else _no_op)
         history.append({"round": round_, "sparsity": masks_sparsity(model, chosen), "result": figure})
         if round_ == rounds:
             break

@@ -19,6 +19,7 @@ from .errors import PruneError
 from .export import load, save
 from .masks import make_permanent
 from .measure import compare, measure, time_models
+from .methods_training import Context, initial_state
 from .train import FitConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,24 @@ def _model_kwargs(name, dataset):
     return {"in_features": features, "num_classes": dataset.num_classes}
 
 
-def prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet=False):
-    """A pruned, fine-tuned copy of `dense` with masks baked in (plain weights, no hooks)."""
-    model = methods.get(method)(copy.deepcopy(dense), example, sparsity, config.seed)
-    if config.finetune_epochs:
-        fit(model, dataset, FitConfig(epochs=config.finetune_epochs, lr=config.finetune_lr,
-                                      limit=config.finetune_limit, seed=config.seed),
+def _finetune_config(config):
+    return FitConfig(epochs=config.finetune_epochs, lr=config.finetune_lr, limit=config.finetune_limit,
+                     seed=config.seed)
+
+
+def method_context(config, dataset):
+    """What methods that train need: data, both training budgets, the dense initial weights."""
+    name = config.model or zoo.DEFAULT_FOR_DATASET.get(dataset.name, "lenet300")
+    initial = initial_state(lambda: zoo.build(name, **_model_kwargs(name, dataset)), config.seed)
+    return Context(dataset, _finetune_config(config), FitConfig(epochs=config.epochs, seed=config.seed), initial)
+
+
+def prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet=False, context=None):
+    """A pruned, fine-tuned copy of `dense` with masks baked in (plain weights, no hooks).
+    Methods that train while pruning spend the fine-tuning budget themselves."""
+    model = methods.get(method)(copy.deepcopy(dense), example, sparsity, config.seed, context)
+    if config.finetune_epochs and method not in methods.TRAINS:
+        fit(model, dataset, _finetune_config(config),
             checkpoint_dir=_checkpoints(config, f"{method}-{sparsity:g}"), quiet=quiet)
     return make_permanent(model)
 
@@ -143,11 +156,12 @@ def run_compare(config: CompareConfig, quiet=False) -> dict:
     example = dataset.test.x[:config.latency_batch].clone()  # its own storage, not the test set's
     models_dir = config.out / "models"
     baseline = _metrics(dense, example, dataset, models_dir / "dense.safetensors")
-    pruned = {}
+    pruned, context = {}, method_context(config, dataset)
     for method in config.methods:
-        for sparsity in config.sparsities:
+        fixed = methods.fixed_sparsity(method)  # N:M: one run, whatever the sweep
+        for sparsity in config.sparsities if fixed is None else (fixed,):
             log.info("%s at sparsity %g", method, sparsity)
-            model = prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet)
+            model = prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet, context)
             pruned[(method, sparsity)] = (model, _metrics(model, example, dataset,
                                                           models_dir / f"{method}-{sparsity:g}.safetensors"))
     timed = {"dense": dense, **{f"{m}@{s}": model for (m, s), (model, _) in pruned.items()}}
