@@ -32,10 +32,10 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(digits, tmp_path, mon
 
     real_epoch = train._train_epoch
 
-    def crash_in_third_epoch(model, dataset, optimizer, config, epoch, progress):
+    def crash_in_third_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_epoch(model, dataset, optimizer, config, epoch, progress)
+        return real_epoch(model, dataset, optimizer, config, epoch, progress, on_step)
     crashed = zoo.build("lenet300", in_features=64)
     crashed.load_state_dict(init)
     monkeypatch.setattr(train, "_train_epoch", crash_in_third_epoch)
