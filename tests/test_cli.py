@@ -33,7 +33,7 @@ def test_compare_on_digits_writes_json_plots_and_report(home, capsys):
     assert "magnitude-global" in capsys.readouterr().out
 
 
-TRAINING_METHODS = "gradual,iterative,rigl,set,lottery,random-mask,nm-2:4,lamp,erk"
+TRAINING_METHODS = "gradual,iterative,rigl,set,lottery,random-mask,nm-2:4,lamp,erk,search"
 
 
 def test_compare_runs_every_method_that_prunes_over_training(home):

@@ -1,5 +1,6 @@
 """Pruning over training: schedules, N:M, dynamic regrowth, lottery tickets, allocation."""
 import copy
+import json
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torchvision
 from torch import nn
 
 import prunekit as pk
-from prunekit import allocate, lottery, masks
+from prunekit import allocate, lottery, masks, search
 from prunekit.dynamic import DynamicSparsity
 from prunekit.schedules import GradualPruner, Schedule
 
@@ -208,3 +209,56 @@ def test_lamp_and_global_allocations_reach_the_target():
         assert set(reached) == {"1", "3", "5"}
     scores = allocate.lamp_scores(torch.tensor([3.0, 1.0, 2.0]))
     assert scores.tolist() == pytest.approx([9 / 9, 1 / 14, 4 / 13])
+
+
+def _known_sensitivity(model):
+    """A 'validation metric' with known costs: layer 3 is expensive to prune, layer 1 cheap."""
+    layers = pk.sparsity(model)["layers"]
+    return 1.0 - 0.01 * layers["1"]["sparsity"] - 0.5 * layers["3"]["sparsity"] - 0.1 * layers["5"]["sparsity"]
+
+
+def test_sensitivity_prunes_one_layer_at_a_time_on_copies():
+    model = _mlp()
+    before = copy.deepcopy(model.state_dict())
+    curves = search.sensitivity(model, _known_sensitivity, sparsities=(0.5, 0.9))
+    assert curves["dense"] == 1.0
+    assert curves["1"] == pytest.approx({0.5: 0.995, 0.9: 0.991}, abs=1e-5)
+    assert curves["3"] == pytest.approx({0.5: 0.75, 0.9: 0.55}, abs=1e-3)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_search_spends_the_budget_where_it_costs_least():
+    model = _mlp()
+    result = search.search(model, _known_sensitivity, 0.5)
+    assert result.sparsities["3"] == 0.0 and result.sparsities["5"] == 0.0  # the costly ones are spared
+    assert result.sparsities["1"] >= 0.8      # the cheap (and largest) layer takes the cut
+    assert result.sparsity >= 0.5
+    assert result.metric == pytest.approx(_known_sensitivity(model))  # measured on the model itself
+    assert pk.sparsity(model)["layers"]["1"]["sparsity"] == pytest.approx(result.sparsities["1"], abs=1e-3)
+
+
+def test_search_floor_is_the_sparsest_allocation_above_the_floor():
+    model = _mlp()
+    result = search.search_floor(model, _known_sensitivity, 0.95)
+    # layer 1 all the way (costs 0.0099), then layer 5 (0.1 per unit of sparsity) until the
+    # next grid step (0.3 -> 0.5) would cost more than the 0.05 the floor allows
+    assert result.sparsities == {"1": 0.99, "3": 0.0, "5": 0.3}
+    assert result.metric >= 0.95 and result.metric == pytest.approx(_known_sensitivity(model))
+
+
+def test_cli_sensitivity_writes_curves_and_plot(tmp_path):
+    from prunekit.cli import main
+    pk.save(_digits_mlp(), tmp_path / "m.safetensors")
+    code = main(["sensitivity", str(tmp_path / "m.safetensors"), "--dataset", "digits", "--sparsities", "0.5,0.9",
+                 "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png"), "--quiet"])
+    assert code == 0
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert set(result["layers"]) == {"net.1", "net.3", "net.5"}
+    assert set(result["layers"]["net.1"]) == {"0.5", "0.9"}
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def _digits_mlp():
+    from prunekit import zoo
+    torch.manual_seed(0)
+    return zoo.build("lenet300", in_features=64)

@@ -97,6 +97,28 @@ def cmd_export(args):
     print(f"wrote {args.output}")
 
 
+def cmd_sensitivity(args):
+    from . import data, export
+    from .report.plots import write_sensitivity_plot
+    from .search import sensitivity
+    from .train import evaluate
+    model = export.load(args.input)
+    dataset = data.load(args.dataset)
+    curves = sensitivity(model, lambda m: evaluate(m, dataset.val), sparsities=args.sparsities)
+    dense = curves["dense"]
+    print(f"validation accuracy, one layer pruned at a time (dense {100 * dense:.2f} %)")
+    print(f"{'layer':<24}" + "".join(f"{s:>8.0%}" for s in args.sparsities))
+    for name, curve in curves.items():
+        if name != "dense":
+            print(f"{name:<24}" + "".join(f"{100 * curve[s]:>8.2f}" for s in args.sparsities))
+    if args.plot:
+        write_sensitivity_plot(curves, args.plot)
+        print(f"wrote {args.plot}")
+    if args.json:
+        _write_json(args.json, {"dense": dense, "layers": {n: {str(s): v for s, v in c.items()}
+                                                           for n, c in curves.items() if n != "dense"}})
+
+
 def cmd_env(args):
     import numpy
     import torch
@@ -119,7 +141,8 @@ def _parser():
     p = add("compare", parents=[common], help="magnitude vs structured pruning side by side (the main job)")
     p.add_argument("--model", help="zoo model (lenet5, lenet300, mlp1d); default: the dataset's")
     p.add_argument("--dataset", help="mnist (default), fashion-mnist, mnist1d, digits, or an IDX folder")
-    p.add_argument("--methods", help="comma-separated: magnitude-global,magnitude-layer,structured")
+    p.add_argument("--methods", help="comma-separated, e.g. magnitude-global,structured,hybrid,gradual,"
+                                     "lottery,rigl,nm-2:4,lamp,search (README lists all)")
     p.add_argument("--sparsities", type=_floats, help="comma-separated fractions, e.g. 0.5,0.9")
     p.add_argument("--epochs", type=int, help="dense training epochs")
     p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after each pruning")
@@ -170,6 +193,14 @@ def _parser():
     p.add_argument("input"), p.add_argument("output")
     p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
     p.set_defaults(func=cmd_export)
+
+    p = add("sensitivity", parents=[common], help="validation accuracy vs sparsity, one layer at a time")
+    p.add_argument("input")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--sparsities", type=_floats, default=(0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98))
+    p.add_argument("--plot", help="write the curves as a PNG here")
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_sensitivity)
 
     p = add("env", parents=[common], help="versions, for bug reports")
     p.add_argument("--json")

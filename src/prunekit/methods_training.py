@@ -15,7 +15,8 @@ from .errors import PruneError
 from .magnitude import prune_magnitude
 from .methods import register
 from .schedules import GradualPruner, Schedule, steps_per_epoch
-from .train import FitConfig, fit
+from .search import search, sensitivity
+from .train import FitConfig, evaluate, fit
 
 ROUNDS = 3  # iterative and lottery: prune in 3 rounds of equal compression
 
@@ -26,6 +27,7 @@ class Context:
     finetune: FitConfig     # the budget every method gets after (or while) pruning
     dense: FitConfig        # how the dense model was trained (lottery retrains with it)
     initial: dict = None    # lottery.snapshot of the dense model before training
+    curves: dict = None     # sensitivity curves of the dense model, once computed
 
 
 def _need(context):
@@ -116,6 +118,18 @@ def random_mask(model, example_inputs, sparsity, seed, context=None):
     prune_magnitude(model, sparsity, scope="layer", criterion="random", seed=seed)
     lottery.rewind(model, _initial(context))
     _fit(model, context, context.dense, keep_best=True)
+    return model
+
+
+@register("search")
+def searched(model, example_inputs, sparsity, seed, context=None):
+    """Per-layer sparsities by a greedy search over the dense model's validation sensitivity
+    curves (search.search), then the usual fine-tuning."""
+    context = _need(context)
+    on_val = lambda m: evaluate(m, context.dataset.val)  # noqa: E731
+    if context.curves is None:  # the same dense model for every target: measure it once
+        context.curves = sensitivity(model, on_val)
+    search(model, on_val, sparsity, curves=context.curves)
     return model
 
 

@@ -43,3 +43,21 @@ def write_plots(result: dict, out_dir) -> list:
         plt.close(fig)
         written.append(out_dir / filename)
     return written
+
+
+def write_sensitivity_plot(curves: dict, path) -> None:
+    """One line per layer: validation accuracy vs that layer's sparsity (search.sensitivity)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        if name != "dense":
+            points = sorted(curve.items())
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=name)
+    ax.axhline(curves["dense"], color="gray", linestyle="--", label="dense")
+    ax.set_xlabel("sparsity of the one pruned layer")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
