@@ -48,27 +48,35 @@ def _weights(chosen):
 
 
 def _greedy(curves, sizes, target, grid):
-    """Layer sparsities from the curves: cheapest accuracy per weight first, up to `target`."""
-    level = {n: 0 for n in sizes}
+    """Layer sparsities from the curves: cheapest accuracy per weight first, up to `target`.
+    The last step stops part-way, so the target is met exactly rather than overshot."""
+    level, value = {n: 0 for n in sizes}, {n: 0.0 for n in sizes}
     total = sum(sizes.values())
     removed, path = 0.0, []
     while removed / total < target - 1e-9:
-        best, best_rate = None, None
-        for name in sizes:
-            if level[name] + 1 >= len(grid):
-                continue
-            now, nxt = grid[level[name]], grid[level[name] + 1]
-            drop = _at(curves, name, now) - _at(curves, name, nxt)
-            gain = (nxt - now) * sizes[name]
-            rate = max(drop, 0.0) / gain
-            if best is None or rate < best_rate:
-                best, best_rate = name, rate
+        best = _cheapest_step(curves, sizes, level, grid)
         if best is None:
             raise PruneError(f"the grid tops out at {grid[-1]}: target sparsity {target} is out of reach")
-        removed += (grid[level[best] + 1] - grid[level[best]]) * sizes[best]
+        step = grid[level[best] + 1] - grid[level[best]]
+        needed = (target * total - removed) / sizes[best]
+        value[best] += min(step, needed)
+        removed += min(step, needed) * sizes[best]
         level[best] += 1
         path.append((removed / total, best))
-    return {n: grid[level[n]] for n in sizes}, path
+    return value, path
+
+
+def _cheapest_step(curves, sizes, level, grid):
+    """The layer whose next grid step loses the least accuracy per unit of size removed."""
+    best, best_rate = None, None
+    for name in sizes:
+        if level[name] + 1 >= len(grid):
+            continue
+        now, nxt = grid[level[name]], grid[level[name] + 1]
+        rate = max(_at(curves, name, now) - _at(curves, name, nxt), 0.0) / ((nxt - now) * sizes[name])
+        if best is None or rate < best_rate:
+            best, best_rate = name, rate
+    return best
 
 
 def _at(curves, name, s):
