@@ -11,6 +11,9 @@ import prunekit as pk
 from prunekit import allocate, lottery, masks, search
 from prunekit.dynamic import DynamicSparsity
 from prunekit.schedules import GradualPruner, Schedule
+from prunekit import soft
+from prunekit.criteria.group import units as search_units
+from prunekit.soft import SoftChannelPruner
 
 
 def _mlp(seed=0):
@@ -262,3 +265,57 @@ def _digits_mlp():
     from prunekit import zoo
     torch.manual_seed(0)
     return zoo.build("lenet300", in_features=64)
+
+
+def _small_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+
+
+def _cnn_steps(model, steps, on_step):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for t in range(steps):
+        g = torch.Generator().manual_seed(t)
+        x, y = torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        on_step(x, y)
+
+
+@pytest.mark.parametrize("mode", ["mask", "zero"])
+def test_soft_channel_pruning_zeroes_then_removes_exactly(mode):
+    model, x = _small_cnn(), torch.randn(2, 3, 8, 8)
+    pruner = SoftChannelPruner(model, (x,), Schedule(final=0.5, begin=0, end=12, every=4), mode=mode)
+    _cnn_steps(model, 12, pruner.step)
+    assert [t for t, _ in pruner.history] == [4, 8, 12]
+    if mode == "mask":  # masked channels only ever grow, and stay exactly zero while training
+        assert pruner.history[0][1] < pruner.history[-1][1]
+        assert (model[1].weight == 0).sum() == 8
+    model.eval()
+    pruner._update(0.5)
+    zeroed = copy.deepcopy(model)  # the final choice zeroed on the whole producing side
+    soft._zero_units(zeroed, pruner.graph, search_units(pruner.graph), pruner.zeroed, False, ("out", "follow"))
+    with torch.no_grad():
+        zeroed_out = zeroed(x)
+    result = pruner.finish()
+    assert model[0].out_channels == 8 and model[3].out_channels == 12 and model[8].in_features == 12
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), zeroed_out, rtol=1e-5, atol=1e-5)  # removal changes nothing
+    assert not masks.masked_modules(model) and result.params_after < result.params_before
+
+
+def test_soft_filter_pruning_lets_zeroed_channels_recover():
+    model = _small_cnn()
+    pruner = SoftChannelPruner(model, (torch.randn(2, 3, 8, 8),), Schedule(final=0.5, begin=1, end=1, kind="constant"),
+                               mode="zero")
+    with torch.no_grad():  # a trained BatchNorm shift: at 0 the ReLU after it would block the gradient
+        model[1].bias.fill_(0.1)
+    pruner.step()  # step 1: half the channels zeroed (no optimizer step yet)
+    zeroed = (model[0].weight.flatten(1) == 0).all(1)
+    assert int(zeroed.sum()) == 8 and (model[1].weight[zeroed] != 0).all()  # BatchNorm left as is
+    _cnn_steps(model, 1, lambda x, y: None)  # one training step, no re-zeroing
+    assert (model[0].weight[zeroed] != 0).any()  # the soft-pruned filters train again

@@ -13,9 +13,10 @@ from .allocate import prune_allocated
 from .dynamic import DynamicSparsity
 from .errors import PruneError
 from .magnitude import prune_magnitude
-from .methods import register
+from .methods import channel_ratio_for, register
 from .schedules import GradualPruner, Schedule, steps_per_epoch
 from .search import search, sensitivity
+from .soft import SoftChannelPruner
 from .train import FitConfig, evaluate, fit
 
 ROUNDS = 3  # iterative and lottery: prune in 3 rounds of equal compression
@@ -66,6 +67,30 @@ def iterative(model, example_inputs, sparsity, seed, context=None):
         prune_magnitude(model, 1 - (1 - sparsity) ** (round_ / ROUNDS))
         _fit(model, context, replace(context.finetune, limit=max(1, budget // ROUNDS)))
     return model
+
+
+def _soft(model, example_inputs, sparsity, context, mode):
+    context = _need(context)
+    ratio = channel_ratio_for(model, example_inputs, sparsity)
+    total = _steps(context, context.finetune)
+    end = max(1, 3 * total // 4)
+    schedule = Schedule(final=ratio, begin=0, end=end, every=max(1, end // 20), kind="cubic" if mode == "mask" else "linear")
+    pruner = SoftChannelPruner(model, example_inputs, schedule, mode=mode)
+    _fit(model, context, context.finetune, on_step=pruner.step)
+    return pruner.finish().model
+
+
+@register("structured-gradual", trains=True)
+def structured_gradual(model, example_inputs, sparsity, seed, context=None):
+    """Channels masked on a cubic schedule while fine-tuning, removed at the end."""
+    return _soft(model, example_inputs, sparsity, context, "mask")
+
+
+@register("sfp", trains=True)
+def soft_filter(model, example_inputs, sparsity, seed, context=None):
+    """Soft filter pruning: the weakest filters zeroed at each update but free to recover;
+    the final choice removed at the end."""
+    return _soft(model, example_inputs, sparsity, context, "zero")
 
 
 def _dynamic(model, sparsity, context, mode, seed):
