@@ -67,14 +67,9 @@ def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, ov
     trained at and what `train` returned. With `initial` (a snapshot), `model` is taken as
     already trained from it: round 0 is not trained again and survivors reset to `initial`.
     """
-    if not 0 < rate < 1:
-        raise PruneError(f"rate must be in (0, 1), got {rate!r}")
-    if not (isinstance(rounds, int) and rounds >= 1):
-        raise PruneError(f"rounds must be a positive int, got {rounds!r}")
+    _validate(rounds, rate, rewind_to, initial)
     chosen = prunable(model, include, exclude)
     rates = {name: _rate_for(name, rate, overrides or {}) for name, _ in chosen}
-    if initial is not None and rewind_to:
-        raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")
     start = snapshot(model) if initial is None else initial
     recorder = _Recorder(model, rewind_to)
     history = []
@@ -84,14 +79,27 @@ def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, ov
         history.append({"round": round_, "sparsity": masks_sparsity(model, chosen), "result": figure})
         if round_ == rounds:
             break
-        for name, module in chosen:
-            alive = _alive(module)
-            prune_magnitude(module, 1 - alive * (1 - rates[name]) / masks.raw_tensor(module).numel(),
-                            scope="layer")
+        _prune_round(chosen, rates)
         if rewind_to and recorder.state is None:
             raise PruneError(f"the first training run made fewer than rewind_to={rewind_to} steps")
         rewind(model, recorder.state if rewind_to else start)
     return history
+
+
+def _validate(rounds, rate, rewind_to, initial):
+    if not 0 < rate < 1:
+        raise PruneError(f"rate must be in (0, 1), got {rate!r}")
+    if not (isinstance(rounds, int) and rounds >= 1):
+        raise PruneError(f"rounds must be a positive int, got {rounds!r}")
+    if initial is not None and rewind_to:
+        raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")
+
+
+def _prune_round(chosen, rates):
+    """Each layer loses its rate of the weights still alive (layer-wise magnitude)."""
+    for name, module in chosen:
+        alive = _alive(module)
+        prune_magnitude(module, 1 - alive * (1 - rates[name]) / masks.raw_tensor(module).numel(), scope="layer")
 
 
 def _no_op(x=None, y=None):
