@@ -12,10 +12,13 @@ OUT = Path("runs/bench")
 BENCHMARKS = [
     ("global_threshold.py", ["--sizes", "10M,100M,1B"]),
     ("han2015_lenet300.py", []),
-    ("slimming_mlp.py", []),
+    ("slimming_mlp.py", ["--finetune", "30"]),
     ("structured_coverage.py", ["--ratios", "0.3,0.5", "--max-rss", "12G"]),
-    ("structured_timing.py", ["--repeats", "3"]),
-    ("realized_speedup.py", ["--batches", "1,32"]),
+    ("structured_timing.py", ["--repeats", "5", "--threads", "1", "--dtype", "bfloat16"]),
+    ("realized_speedup.py", ["--batches", "1,32", "--repeats", "10", "--warmup", "3"]),
+    ("lottery_tickets.py", []),
+    ("gradual_vs_oneshot.py", []),
+    ("search_vs_uniform.py", []),
     ("pretrained_agreement.py", []),
 ]
 
