@@ -213,11 +213,12 @@ def _is_meta_device(device) -> bool:
 # Ops whose output has their input's shape and dtype: on meta tensors their output is made
 # directly (torch's meta kernels for norms are Python decompositions, the slowest part of a trace).
 _SAME_AS_INPUT = set("""batch_norm layer_norm group_norm instance_norm rms_norm relu relu_ relu6
-gelu silu silu_ hardswish hardswish_ hardsigmoid sigmoid sigmoid_ tanh tanh_ dropout""".split())
+gelu silu silu_ hardswish hardswish_ hardsigmoid sigmoid sigmoid_ tanh tanh_""".split())
 
 
 def _same_as_input(name, args, kwargs):
-    inplace = name.endswith("_") or kwargs.get("inplace") is True or (len(args) > 1 and args[-1] is True)
+    # in place: relu_(x), F.relu(x, inplace=True) or F.relu(x, True) (the only positional form)
+    inplace = name.endswith("_") or kwargs.get("inplace") is True or (len(args) == 2 and args[1] is True)
     return args[0] if inplace else torch.empty_like(args[0])
 
 
