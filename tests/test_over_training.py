@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import prunekit as pk
-from prunekit import allocate, lottery, masks, search
+from prunekit import allocate, hybrid, lottery, masks, search
 from prunekit.dynamic import DynamicSparsity
 from prunekit.schedules import GradualPruner, Schedule
 from prunekit import soft
@@ -319,3 +319,16 @@ def test_soft_filter_pruning_lets_zeroed_channels_recover():
     assert int(zeroed.sum()) == 8 and (model[1].weight[zeroed] != 0).all()  # BatchNorm left as is
     _cnn_steps(model, 1, lambda x, y: None)  # one training step, no re-zeroing
     assert (model[0].weight[zeroed] != 0).any()  # the soft-pruned filters train again
+
+
+def test_adaptive_hybrid_masks_where_channel_removal_costs_more():
+    model, x = _small_cnn(), torch.randn(2, 3, 8, 8)
+
+    def value(m):  # removing channels of the first conv is costly here; masking its weights is not
+        return 1.0 - 0.5 * (1 - m[0].out_channels / 16) - 0.01 * pk.sparsity(m)["layers"]["0"]["sparsity"]
+
+    report = hybrid.adaptive_hybrid(model, (x,), 0.7, value)
+    assert report.choices == {"0": "unstructured", "3": "structured"}
+    assert model[0].out_channels == 16 and model[3].out_channels == 12   # only the cheap space cut
+    assert report.sparsity == pytest.approx(0.7, abs=1e-3)
+    assert model(x).shape == (2, 10)

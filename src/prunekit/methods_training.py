@@ -12,6 +12,7 @@ from . import lottery
 from .allocate import prune_allocated
 from .dynamic import DynamicSparsity
 from .errors import PruneError
+from .hybrid import adaptive_hybrid
 from .magnitude import prune_magnitude
 from .methods import channel_ratio_for, register
 from .schedules import GradualPruner, Schedule, steps_per_epoch
@@ -155,6 +156,16 @@ def searched(model, example_inputs, sparsity, seed, context=None):
     if context.curves is None:  # the same dense model for every target: measure it once
         context.curves = sensitivity(model, on_val)
     search(model, on_val, sparsity, curves=context.curves)
+    return model
+
+
+@register("hybrid-adaptive")
+def hybrid_adaptive(model, example_inputs, sparsity, seed, context=None):
+    """Per channel space, channels removed or weights masked, whichever costs less validation
+    accuracy (ties go to removal, which is what speeds up dense kernels); magnitude for the rest."""
+    context = _need(context)
+    adaptive_hybrid(model, example_inputs, sparsity, lambda m: evaluate(m, context.dataset.val),
+                    ratio=1 - (1 - sparsity) ** 0.5)
     return model
 
 

@@ -1,0 +1,74 @@
+"""Adaptive hybrid pruning: per channel space, remove channels or mask weights, whichever
+costs less validation accuracy for the same weights removed; then magnitude pruning of what
+is left, up to the target.
+
+The cost model is the one this machine shows (README, realized speedup): removing channels
+makes dense kernels faster, masking weights does not. So channel removal is chosen unless it
+costs more than `tolerance` validation accuracy beyond masking the same number of weights.
+"""
+import copy
+import re
+from dataclasses import dataclass, field
+
+from .errors import PruneError
+from .graph import analyze
+from .magnitude import prune_magnitude
+from .masks import PRUNABLE_TYPES
+from .structured import _inputs, prune_structured
+
+
+@dataclass
+class AdaptiveReport:
+    choices: dict = field(default_factory=dict)   # {space name: "structured" | "unstructured"}
+    trials: dict = field(default_factory=dict)    # {space name: (structured value, unstructured value)}
+    sparsity: float = 0.0                          # of the prunable weights, in the end
+
+
+def _prunable(model):
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
+
+
+def _nonzero(model):
+    return sum(int(m.weight.count_nonzero()) for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
+
+
+def _producers(space):
+    return "|".join(re.escape(m) for m in space.modules)
+
+
+def _trial(model, inputs, space, ratio, evaluate):
+    """(value with this space's channels removed, value with as many weights masked instead)."""
+    structured = copy.deepcopy(model)
+    prune_structured(structured, inputs, ratio=0.0, overrides={_producers(space): ratio})
+    removed = _prunable(model) - _prunable(structured)
+    masked = copy.deepcopy(model)
+    layers = [f"^{re.escape(m)}$" for m in space.modules]
+    selected = sum(masked.get_submodule(m).weight.numel() for m in space.modules)
+    prune_magnitude(masked, min(removed / selected, 1.0), scope="global", include=layers)
+    return evaluate(structured), evaluate(masked)
+
+
+def adaptive_hybrid(model, example_inputs, sparsity, evaluate, *, ratio=0.5, tolerance=0.002) -> AdaptiveReport:
+    """Prune `model` in place to `sparsity` of its prunable weights: each channel space loses
+    `ratio` of its channels if that costs at most `tolerance` more `evaluate` (validation
+    accuracy) than masking as many of its weights; magnitude pruning does the rest."""
+    if not 0 < sparsity < 1:
+        raise PruneError(f"sparsity must be in (0, 1), got {sparsity!r}")
+    inputs = _inputs(example_inputs)
+    report, chosen = AdaptiveReport(), {}
+    for space in analyze(model, inputs).spaces:
+        with_channels, with_masks = _trial(model, inputs, space, ratio, evaluate)
+        report.trials[space.name] = (with_channels, with_masks)
+        structured = with_channels >= with_masks - tolerance
+        report.choices[space.name] = "structured" if structured else "unstructured"
+        if structured:
+            chosen[_producers(space)] = ratio
+    dense = _prunable(model)
+    if chosen:
+        prune_structured(model, inputs, ratio=0.0, overrides=chosen)
+    left = _prunable(model)
+    target_nonzero = (1 - sparsity) * dense
+    if left > target_nonzero:
+        prune_magnitude(model, 1 - target_nonzero / left, scope="global")
+    report.sparsity = 1 - _nonzero(model) / dense
+    return report
