@@ -191,6 +191,9 @@ def test_lottery_rewind_to_step_k_and_controls():
     lottery.reinitialize(model, seed=5)
     after = masks.raw_tensor(model[1]).detach()
     assert not torch.equal(before, after) and (after[~masks.get_mask(model[1])] == 0).all()
+    bound = 1 / 64 ** 0.5  # Linear's own init: |w| <= 1/sqrt(fan_in)
+    assert after.abs().max() <= bound and after.abs().max() > bound / 2
+    assert model(_batch()[0]).shape == (32, 10)  # the masked layers still work
 
 
 def test_erk_allocation_keeps_the_budget_and_favours_small_layers():

@@ -9,10 +9,10 @@ with a fresh random initialisation, and random masks of the same per-layer spars
 optimizer step (prunekit.train.fit(..., on_step=on_step) does) and returns the figure to
 report for the round (validation accuracy, say).
 """
-import copy
 import re
 
 import torch
+from torch import nn
 from torch.nn.utils import parametrize
 
 from . import masks
@@ -130,16 +130,28 @@ def reinitialize(model, seed: int) -> None:
     for module in model.modules():
         if isinstance(module, parametrize.ParametrizationList) or not hasattr(module, "reset_parameters"):
             continue
-        if masks.get_mask(module) is None:
+        if not parametrize.is_parametrized(module):
             module.reset_parameters()
             continue
-        fresh = copy.deepcopy(module)  # a masked module: reset an unmasked copy, copy its values in
-        parametrize.remove_parametrizations(fresh, "weight", leave_parametrized=False)
-        fresh.reset_parameters()
-        for name, value in fresh.named_parameters(recurse=False):
+        for name, value in _fresh_values(module).items():
             masks.raw_tensor(module, name).copy_(value)
     for _, module, tensor_name in masks.masked_modules(model):
         masks.raw_tensor(module, tensor_name).masked_fill_(~masks.get_mask(module, tensor_name), 0)
+
+
+def _fresh_values(module) -> dict:
+    """reset_parameters run on an unmasked stand-in of `module` (its plain class, its
+    settings): a masked module's own initialisation, its parametrization left untouched
+    (removing a parametrization from a copy would change the class the original shares)."""
+    plain = type(module).__bases__[0]
+    stand_in = plain.__new__(plain)
+    stand_in.__dict__.update(module.__dict__)
+    names = list(module._parameters) + list(module.parametrizations)
+    stand_in._parameters = {n: nn.Parameter(torch.empty_like(masks.raw_tensor(module, n))) for n in names
+                            if masks.raw_tensor(module, n) is not None}
+    stand_in._modules = {}
+    stand_in.reset_parameters()
+    return {n: p.detach() for n, p in stand_in._parameters.items()}
 
 
 @torch.no_grad()
