@@ -8,7 +8,6 @@ layers; we record the wall time of the pruning call and its peak extra resident 
 """
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time

@@ -42,7 +42,6 @@ torchvision example does. Each (model, tool) runs in its own process with a time
 import argparse
 import copy
 import json
-import os
 import subprocess
 import sys
 import tempfile
