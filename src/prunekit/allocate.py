@@ -71,13 +71,16 @@ def layer_sparsities(model, sparsity, method="erk", *, include=None, exclude=Non
     return {name: layer["sparsity"] for name, layer in report.layers.items()}
 
 
-def prune_allocated(model, sparsity, method="erk", *, include=None, exclude=None, criterion="l1"):
-    """Magnitude-prune each layer to the sparsity `method` allocates it. Returns the report
-    of the last layer call's totals as {name: sparsity reached}."""
-    targets = layer_sparsities(model, sparsity, method, include=include, exclude=exclude)
+def prune_layers(model, targets: dict, criterion="l1") -> dict:
+    """Magnitude-prune each named layer to its own sparsity (a layer at 0 is left unmasked);
+    returns {name: sparsity reached}."""
     modules = dict(model.named_modules())
-    reached = {}
-    for name, target in targets.items():
-        report = prune_magnitude(modules[name], target, scope="layer", criterion=criterion)
-        reached[name] = report.sparsity
-    return reached
+    return {name: prune_magnitude(modules[name], target, scope="layer", criterion=criterion).sparsity
+            if target > 0 else 0.0 for name, target in targets.items()}
+
+
+def prune_allocated(model, sparsity, method="erk", *, include=None, exclude=None, criterion="l1"):
+    """Magnitude-prune each layer to the sparsity `method` allocates it; returns
+    {name: sparsity reached}."""
+    targets = layer_sparsities(model, sparsity, method, include=include, exclude=exclude)
+    return prune_layers(model, targets, criterion)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from .errors import PruneError
 from .graph import analyze
-from .magnitude import prune_magnitude
-from .masks import PRUNABLE_TYPES
+from .magnitude import prune_magnitude, prune_rest
+from .masks import prunable_count, sparsity as masks_sparsity
 from .structured import _inputs, prune_structured
 
 
@@ -24,14 +24,6 @@ class AdaptiveReport:
     sparsity: float = 0.0                          # of the prunable weights, in the end
 
 
-def _prunable(model):
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
-
-
-def _nonzero(model):
-    return sum(int(m.weight.count_nonzero()) for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
-
-
 def _producers(space):
     return "|".join(re.escape(m) for m in space.modules)
 
@@ -40,7 +32,7 @@ def _trial(model, inputs, space, ratio, evaluate):
     """(value with this space's channels removed, value with as many weights masked instead)."""
     structured = copy.deepcopy(model)
     prune_structured(structured, inputs, ratio=0.0, overrides={_producers(space): ratio})
-    removed = _prunable(model) - _prunable(structured)
+    removed = prunable_count(model) - prunable_count(structured)
     masked = copy.deepcopy(model)
     layers = [f"^{re.escape(m)}$" for m in space.modules]
     selected = sum(masked.get_submodule(m).weight.numel() for m in space.modules)
@@ -63,12 +55,10 @@ def adaptive_hybrid(model, example_inputs, sparsity, evaluate, *, ratio=0.5, tol
         report.choices[space.name] = "structured" if structured else "unstructured"
         if structured:
             chosen[_producers(space)] = ratio
-    dense = _prunable(model)
+    dense = prunable_count(model)
     if chosen:
         prune_structured(model, inputs, ratio=0.0, overrides=chosen)
-    left = _prunable(model)
-    target_nonzero = (1 - sparsity) * dense
-    if left > target_nonzero:
-        prune_magnitude(model, 1 - target_nonzero / left, scope="global")
-    report.sparsity = 1 - _nonzero(model) / dense
+    prune_rest(model, sparsity, dense)
+    counts = masks_sparsity(model)["global"]
+    report.sparsity = 1 - (counts["params"] - counts["zeros"]) / dense
     return report

@@ -55,6 +55,14 @@ def _report(chosen, new_masks, total):
     return PruneReport(sparsity=zeros / total if total else 0.0, pruned=zeros, total=total, layers=layers)
 
 
+def prune_rest(model, sparsity, dense_count, seed=None) -> None:
+    """Global magnitude pruning of what is left, so that `sparsity` of the `dense_count`
+    prunable weights the model had before (channels already removed count) are gone."""
+    remaining, target_nonzero = masks.prunable_count(model), (1 - sparsity) * dense_count
+    if remaining > target_nonzero:
+        prune_magnitude(model, 1 - target_nonzero / remaining, scope="global", seed=seed)
+
+
 def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", criterion="l1",
                     include=None, exclude=None, seed=None) -> PruneReport:
     """Mask the lowest-scoring weights of Linear/ConvNd layers.

@@ -19,6 +19,11 @@ PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
                   nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
+def prunable_count(model: nn.Module) -> int:
+    """Weights of the model's prunable (Linear/Conv) layers, masked or not."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
+
+
 class Mask(nn.Module):
     """Parametrization `w -> w * mask` with a boolean buffer (1 byte per weight)."""
 

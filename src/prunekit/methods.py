@@ -8,12 +8,11 @@ new) model. Methods that train (gradual, iterative, dynamic, lottery) are in
 import copy
 import re
 
-from torch import nn
 
 from .errors import PruneError
 from .allocate import prune_allocated
-from .magnitude import prune_magnitude
-from .masks import PRUNABLE_TYPES
+from .magnitude import prune_magnitude, prune_rest
+from .masks import prunable_count
 from .nm import prune_nm
 from .structured import prune_structured
 
@@ -53,10 +52,6 @@ def fixed_sparsity(name: str):
 def _nm(model, n, m):
     prune_nm(model, n, m)
     return model
-
-
-def prunable_count(model: nn.Module) -> int:
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
 
 
 @register("magnitude-global")
@@ -104,10 +99,7 @@ def hybrid(model, example_inputs, sparsity, seed, context=None):
     structured_share = 1 - (1 - sparsity) ** 0.5
     ratio = channel_ratio_for(model, example_inputs, structured_share)
     prune_structured(model, example_inputs, ratio=ratio)
-    remaining = prunable_count(model)
-    target_nonzero = (1 - sparsity) * dense
-    if remaining > target_nonzero:
-        prune_magnitude(model, 1 - target_nonzero / remaining, scope="global", seed=seed)
+    prune_rest(model, sparsity, dense, seed)
     return model
 
 

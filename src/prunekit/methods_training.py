@@ -42,6 +42,12 @@ def _steps(context, config):
     return steps_per_epoch(len(context.dataset.train), config.batch_size, config.limit) * config.epochs
 
 
+def _schedule(context, final, kind="cubic"):
+    """From 0 to `final` over the first 3/4 of the fine-tuning steps, updated 20 times."""
+    end = max(1, 3 * _steps(context, context.finetune) // 4)
+    return Schedule(final=final, begin=0, end=end, every=max(1, end // 20), kind=kind)
+
+
 def _fit(model, context, config, on_step=None, keep_best=False):
     """Train; with a schedule running, the last epoch (at the target sparsity) is kept."""
     fit(model, context.dataset, config, quiet=True, on_step=on_step, keep_best=keep_best)
@@ -51,9 +57,7 @@ def _fit(model, context, config, on_step=None, keep_best=False):
 def gradual(model, example_inputs, sparsity, seed, context=None):
     """Zhu & Gupta's cubic schedule over the first 3/4 of the fine-tuning steps."""
     context = _need(context)
-    total = _steps(context, context.finetune)
-    end = max(1, 3 * total // 4)
-    pruner = GradualPruner(model, Schedule(final=sparsity, begin=0, end=end, every=max(1, end // 20)))
+    pruner = GradualPruner(model, _schedule(context, sparsity))
     _fit(model, context, context.finetune, on_step=lambda x, y: pruner.step())
     prune_magnitude(model, sparsity)  # a schedule shorter than one due step still ends on target
     return model
@@ -73,9 +77,7 @@ def iterative(model, example_inputs, sparsity, seed, context=None):
 def _soft(model, example_inputs, sparsity, context, mode):
     context = _need(context)
     ratio = channel_ratio_for(model, example_inputs, sparsity)
-    total = _steps(context, context.finetune)
-    end = max(1, 3 * total // 4)
-    schedule = Schedule(final=ratio, begin=0, end=end, every=max(1, end // 20), kind="cubic" if mode == "mask" else "linear")
+    schedule = _schedule(context, ratio, "cubic" if mode == "mask" else "linear")
     pruner = SoftChannelPruner(model, example_inputs, schedule, mode=mode)
     _fit(model, context, context.finetune, on_step=pruner.step)
     return pruner.finish().model

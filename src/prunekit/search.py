@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import masks
 from ._targets import select_modules
+from .allocate import prune_layers
 from .errors import PruneError
 from .magnitude import prune_magnitude
 
@@ -83,13 +84,6 @@ def _at(curves, name, s):
     return curves["dense"] if s == 0 else curves[name][s]
 
 
-def apply(model, sparsities: dict, criterion="l1") -> None:
-    modules = dict(model.named_modules())
-    for name, s in sparsities.items():
-        if s > 0:
-            prune_magnitude(modules[name], s, scope="layer", criterion=criterion)
-
-
 def search(model, evaluate, target, *, curves=None, grid=GRID, include=None, exclude=None,
            sizes=None) -> SearchResult:
     """Per-layer sparsities reaching `target` overall sparsity (of weights, or of whatever
@@ -99,7 +93,7 @@ def search(model, evaluate, target, *, curves=None, grid=GRID, include=None, exc
     curves = curves or sensitivity(model, evaluate, sparsities=grid[1:], include=include, exclude=exclude)
     weights = _weights(chosen)
     allocation, path = _greedy(curves, sizes or weights, target, grid)
-    apply(model, allocation)
+    prune_layers(model, allocation)
     overall = sum(allocation[n] * weights[n] for n in weights) / sum(weights.values())
     return SearchResult(allocation, overall, evaluate(model), path)
 
@@ -117,7 +111,7 @@ def search_floor(model, evaluate, floor, *, curves=None, grid=GRID, include=None
     while low <= high:  # retention falls (mostly) monotonically along the path
         middle = (low + high) // 2
         trial = copy.deepcopy(model)
-        apply(trial, steps[middle])
+        prune_layers(trial, steps[middle])
         value = evaluate(trial)
         if value >= floor * curves["dense"]:
             best, low = (middle, value), middle + 1
@@ -125,7 +119,7 @@ def search_floor(model, evaluate, floor, *, curves=None, grid=GRID, include=None
             high = middle - 1
     if best is None:
         return SearchResult({n: 0.0 for n in sizes}, 0.0, curves["dense"], [])
-    apply(model, steps[best[0]])
+    prune_layers(model, steps[best[0]])
     overall = sum(steps[best[0]][n] * sizes[n] for n in sizes) / sum(sizes.values())
     return SearchResult(steps[best[0]], overall, best[1], path[: best[0] + 1])
 

@@ -252,7 +252,8 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
 
     scope "layer" takes `ratio` from each space; "global" takes `ratio` of all units, the
     lowest-scored first, each space's scores divided by that space's mean (so layers of
-    different scale compete fairly; use importance="lamp" for LAMP's normalisation). `overrides` {module regex: ratio} sets a space's own ratio;
+    different scale compete fairly; use importance="lamp" for LAMP's normalisation).
+    `overrides` {module regex: ratio} sets a space's own ratio;
     `max_ratio` caps what any space loses; `round_to` keeps channel counts multiples of it;
     `steps` > 1 prunes in equal steps, re-scoring in between. Output layers keep their
     channels; modules in `ignore` are left exactly as they are.

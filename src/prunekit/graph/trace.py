@@ -252,10 +252,9 @@ class WatchMode(TorchFunctionMode):
         self.on_op, self.leaf_depth, self.meta = on_op, 0, meta
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = call_on_meta(func, op_name(func), args, kwargs) if self.meta else func(*args, **kwargs)
+        kwargs, name = kwargs or {}, op_name(func)
+        out = call_on_meta(func, name, args, kwargs) if self.meta else func(*args, **kwargs)
         if self.leaf_depth == 0:
-            name = op_name(func)
             if tensors_of(out) or name == "__setitem__":
                 self.on_op(func, name, args, kwargs, out)
         return out
