@@ -18,7 +18,6 @@ LeNet-300-100 at 50x (98 %) with test error <= 1.64 % (Han et al.'s dense error;
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import prunekit as pk
 from prunekit import data, zoo
 from prunekit.schedules import GradualPruner, Schedule, steps_per_epoch
 from prunekit.train import FitConfig, evaluate, fit
+from _stats import mean_std
 
 SPARSITIES = (0.95, 0.98)
 
@@ -69,10 +69,6 @@ def run_seed(name, dataset, seed, args):
     return result
 
 
-def _stat(values):
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -87,8 +83,8 @@ def main():
     for name in args.models.split(","):
         runs = [run_seed(name, dataset, int(s), args) for s in args.seeds.split(",")]
         keys = [k for k in runs[0] if k != "dense"]
-        summary = {"dense": _stat([r["dense"] for r in runs])}
-        summary.update({k: _stat([r[k]["error"] for r in runs]) for k in keys})
+        summary = {"dense": mean_std([r["dense"] for r in runs])}
+        summary.update({k: mean_std([r[k]["error"] for r in runs]) for k in keys})
         out[name] = {"runs": runs, "summary": summary}
         print(f"\n{name}: test error %, mean +- std over {len(runs)} seeds")
         for key, s in summary.items():

@@ -11,7 +11,6 @@ is read once per stage.
 """
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ import torch
 import prunekit as pk
 from prunekit import data, zoo
 from prunekit.train import FitConfig, evaluate, fit
+from _stats import mean_std
 
 COMPRESSIONS = (2, 4, 8, 12, 16, 32)
 # Picked from a small sweep (lr 0.01/0.02/0.05/0.1, batch 64/128, weight decay 0/1e-4/5e-4).
@@ -49,12 +49,7 @@ def run_seed(mnist, seed, epochs, finetune, scopes):
 
 def summarize(results):
     keys = results[0].keys()
-    summary = {}
-    for key in keys:
-        values = [r[key] for r in results]
-        summary[key] = {"mean": statistics.mean(values),
-                        "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-    return summary
+    return {key: mean_std(r[key] for r in results) for key in keys}
 
 
 def main():

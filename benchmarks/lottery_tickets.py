@@ -23,7 +23,6 @@ the dense net and beat the control. The paper trains 50k iterations (60 epochs);
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 
 from prunekit import data, lottery, zoo
 from prunekit.train import FitConfig, evaluate, fit
+from _stats import mean_std
 
 PAPER = {"mnist1d": {"dense": 65.0, "ticket_91": (72.0, 75.0), "random_91": 61.0},
          "lenet300": "tickets at 21 % and 13.5 % of weights match or beat dense, beat reinit"}
@@ -95,19 +95,15 @@ def lenet300(seed, epochs):
                overrides={r"net\.5": 0.1}, control_rounds={7, 9}, control="reinit", seed=seed)
 
 
-def _stat(values):
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
 def summarize(runs, control):
     """Per round: weights left and test accuracy (and the control's) over seeds."""
     out = []
     for index in range(len(runs[0])):
         rows = [r[index] for r in runs]
         entry = {"round": rows[0]["round"], "weights_left": rows[0]["weights_left"],
-                 "test": _stat([r["test"] for r in rows])}
+                 "test": mean_std([r["test"] for r in rows])}
         if control in rows[0]:
-            entry[control] = _stat([r[control]["test"] for r in rows])
+            entry[control] = mean_std([r[control]["test"] for r in rows])
         out.append(entry)
     return out
 

@@ -18,6 +18,7 @@ BENCHMARKS = [
     ("realized_speedup.py", ["--batches", "1,32", "--repeats", "10", "--warmup", "3"]),
     ("lottery_tickets.py", []),
     ("gradual_vs_oneshot.py", []),
+    ("lenet300_50x.py", []),
     ("search_vs_uniform.py", []),
     ("pretrained_agreement.py", []),
 ]

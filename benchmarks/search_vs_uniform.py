@@ -1,31 +1,39 @@
-"""Automatic per-layer search vs uniform sparsity at a 50 % MACs target (issue 4).
+"""Automatic per-layer search vs uniform pruning at a 50 % MACs target (issue 4).
 
-LeNet-5 (Caffe variant) on Fashion-MNIST. The dense net is trained (--epochs, SGD lr 0.05
-cosine, batch 128), then pruned two ways to the same theoretical MACs (MACs x weight
-density, summed over layers: half of the dense model's):
-  - uniform: every layer at 50 % sparsity (that halves every layer's MACs);
-  - search: prunekit.search.search with each layer's MACs as its size, the validation
-    split's sensitivity curves (one layer pruned at a time, magnitude) deciding where the
-    budget goes, greedily;
-each fine-tuned the same (--finetune epochs, lr 0.01). Test accuracy, mean +- std over
-seeds; the search reads only the validation split.
+LeNet-5 (Caffe variant: conv 20, conv 50, fc 500, fc 10) on Fashion-MNIST. The dense net is
+trained (--epochs, SGD lr 0.05 cosine, batch 128), then pruned two ways to the same MACs,
+and each is fine-tuned the same (--finetune epochs, lr 0.01). Test accuracy, mean +- std
+over seeds; every decision reads only the validation split.
 
-    python benchmarks/search_vs_uniform.py [--seeds 0,1,2] [--epochs 8] [--finetune 3]
-        [--target 0.5] [--json f]
+--kind channels (default): channels physically removed, so the MACs really halve.
+  - uniform: one ratio for every channel space, bisected until the MACs are half the dense
+    model's (channel_search.uniform_ratio);
+  - search: channel_search.search_channels, cost "macs": one space cut at a time to build
+    the validation curves, then the greedy that loses the least accuracy per MAC saved,
+    measured and bisected to the target.
+--kind weights: magnitude masks; "MACs" are theoretical (MACs x weight density).
+  - uniform: every layer at 50 % sparsity; search: search.search with each layer's MACs as
+    its size.
+
+--recover N: the search scores each candidate after a short fine-tuning of a copy on N
+training samples (NetAdapt's short-term fine-tuning) instead of right after the cut.
+
+    python benchmarks/search_vs_uniform.py [--kind channels] [--seeds 0,1,2] [--epochs 8]
+        [--finetune 3] [--target 0.5] [--recover 0] [--json f]
 """
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 import prunekit as pk
-from prunekit import data, search, zoo
+from prunekit import channel_search, data, search, zoo
 from prunekit.measure.macs import layer_stats, totals
 from prunekit.train import FitConfig, evaluate, fit
+from _stats import summarize
 
 
 def macs_kept(model, x):
@@ -33,53 +41,79 @@ def macs_kept(model, x):
     return stats["effective_macs"] / stats["macs"]
 
 
+def prune_weights(dense, x, on_val, target):
+    """(uniform, searched, details) with magnitude masks at `target` of the theoretical MACs."""
+    layer_macs = {s["name"]: s["macs"] for s in layer_stats(dense, (x,))}
+    uniform = copy.deepcopy(dense)
+    pk.prune_magnitude(uniform, target, scope="layer")
+    searched = copy.deepcopy(dense)
+    found = search.search(searched, on_val, target, sizes=layer_macs)
+    return uniform, searched, {"uniform_macs_kept": macs_kept(uniform, x), "search_allocation": found.sparsities,
+                               "search_macs_kept": macs_kept(searched, x)}
+
+
+def prune_channels(dense, x, on_val, target):
+    """(uniform, searched, details) with channels removed to `target` of the MACs."""
+    ratio = channel_search.uniform_ratio(dense, x, target, cost="macs")
+    uniform = copy.deepcopy(dense)
+    channel_search.apply_ratios(uniform, x, dict.fromkeys(channel_search.channel_spaces(dense, x), ratio))
+    searched = copy.deepcopy(dense)
+    found = channel_search.search_channels(searched, x, on_val, target, cost="macs")
+    kept = channel_search.cost_meter("macs", x)
+    return uniform, searched, {"uniform_ratio": ratio, "uniform_macs_kept": kept(dense, uniform),
+                               "search_allocation": found.ratios, "search_macs_kept": found.kept}
+
+
+def validation_metric(dataset, recover, seed):
+    """Validation accuracy; with `recover` > 0, of a copy first fine-tuned on that many training
+    samples (NetAdapt's short-term fine-tuning: closer to what the fine-tuned model will reach)."""
+    if not recover:
+        return lambda m: evaluate(m, dataset.val)
+
+    def metric(model):
+        trial = copy.deepcopy(model)
+        fit(trial, dataset, FitConfig(epochs=1, lr=0.01, limit=recover, seed=seed), quiet=True, keep_best=False)
+        return evaluate(trial, dataset.val)
+    return metric
+
+
 def run_seed(dataset, seed, args):
     torch.manual_seed(seed)
     dense = zoo.build("lenet5")
     fit(dense, dataset, FitConfig(epochs=args.epochs, lr=0.05, seed=seed), quiet=True)
     x = dataset.val.x[:64]
-    layer_macs = {s["name"]: s["macs"] for s in layer_stats(dense, (x,))}
+    on_val = validation_metric(dataset, args.recover, seed)
+    prune = prune_channels if args.kind == "channels" else prune_weights
+    uniform, searched, result = prune(dense, x, on_val, args.target)
+    result["dense"] = 100 * evaluate(dense, dataset.test)
     finetune = FitConfig(epochs=args.finetune, lr=0.01, seed=seed)
-    on_val = lambda m: evaluate(m, dataset.val)  # noqa: E731
-    result = {"dense": 100 * evaluate(dense, dataset.test)}
-
-    uniform = copy.deepcopy(dense)
-    pk.prune_magnitude(uniform, args.target, scope="layer")
-    result["uniform_macs_kept"] = macs_kept(uniform, x)
-    fit(uniform, dataset, finetune, quiet=True)
-    result["uniform"] = 100 * evaluate(uniform, dataset.test)
-
-    searched = copy.deepcopy(dense)
-    found = search.search(searched, on_val, args.target, sizes=layer_macs)
-    result["search_allocation"] = found.sparsities
-    result["search_macs_kept"] = macs_kept(searched, x)
-    result["search_weights_sparsity"] = pk.sparsity(searched)["global"]["sparsity"]
-    fit(searched, dataset, finetune, quiet=True)
-    result["search"] = 100 * evaluate(searched, dataset.test)
+    for key, model in (("uniform", uniform), ("search", searched)):
+        result[f"{key}_before_finetune"] = 100 * evaluate(model, dataset.test)
+        fit(model, dataset, finetune, quiet=True)
+        result[key] = 100 * evaluate(model, dataset.test)
+    allocation = {k: round(v, 3) for k, v in result["search_allocation"].items()}
     print(f"seed {seed}: dense {result['dense']:.2f} %, uniform {result['uniform']:.2f} % "
           f"(MACs kept {result['uniform_macs_kept']:.3f}), search {result['search']:.2f} % "
-          f"(MACs kept {result['search_macs_kept']:.3f}, weights pruned {result['search_weights_sparsity']:.3f}, "
-          f"{found.sparsities})", flush=True)
+          f"(MACs kept {result['search_macs_kept']:.3f}, {allocation})", flush=True)
     return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("channels", "weights"), default="channels")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--finetune", type=int, default=3)
     parser.add_argument("--target", type=float, default=0.5, help="fraction of MACs removed")
+    parser.add_argument("--recover", type=int, default=0,
+                        help="search: score each candidate after fine-tuning a copy on this many samples")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = data.load("fashion-mnist")
     start = time.time()
     runs = [run_seed(dataset, int(s), args) for s in args.seeds.split(",")]
-    summary = {}
-    for key in ("dense", "uniform", "search"):
-        values = [r[key] for r in runs]
-        summary[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-        print(f"{key:>8}: {summary[key]['mean']:.2f} +- {summary[key]['std']:.2f} % test accuracy")
+    summary = summarize(runs, ("dense", "uniform", "search"), "% test accuracy")
     wins = sum(r["search"] > r["uniform"] for r in runs)
     print(f"search beats uniform on {wins}/{len(runs)} seeds")
     if args.json:

@@ -46,7 +46,6 @@ lost 0.06, so the goal (within dense + 0.1) is not met.
 """
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -56,7 +55,8 @@ from torch import nn
 import prunekit as pk
 from prunekit import data
 from prunekit.criteria import bn_l1_penalty
-from prunekit.train import evaluate
+from prunekit.train import distillation_loss, evaluate
+from _stats import mean_std as stats
 
 PAPER = {"dense_error": 1.43, "slimmed_error": 1.49, "arch": "784-100-60-10", "param_reduction": 84.0}
 TARGET = (100, 60)
@@ -69,6 +69,11 @@ S_DEFAULT = 3e-4
 SWEEP = {(0, 0.01): 1.74, (1e-4, 0.01): 1.64, (3e-4, 0.01): 1.71, (3e-4, 0.05): 1.56, (3e-4, 0.1): 1.50,
          (5e-4, 0.01): 1.59, (5e-4, 0.05): 1.69, (5e-4, 0.1): 1.54, (1e-3, 0.01): 1.53,
          (1e-3, 0.05): 1.60, (1e-3, 0.1): 1.62, (3e-3, 0.01): 2.19, (1e-2, 0.01): 3.45}
+LABELS = {"slimmed": ("slimmed (bn_scale, per layer)", PAPER["slimmed_error"]),
+          "slimmed_distilled": ("slimmed, distilled fine-tuning", PAPER["slimmed_error"]),
+          "paper_rule": ("slimmed, paper's raw threshold", ""),
+          "prunekit_global": ("slimmed, prunekit scope=global", ""),
+          "l2_baseline": ("baseline: no L1, l2 per layer", "")}
 TRAIN = {"lr": 0.1, "batch_size": 64, "weight_decay": 1e-4}
 FINETUNE = {"lr": 0.1, "batch_size": 64, "weight_decay": 1e-4}
 
@@ -78,15 +83,23 @@ def build():
                          nn.Linear(500, 300), nn.BatchNorm1d(300), nn.ReLU(), nn.Linear(300, 10))
 
 
-def train(model, mnist, epochs, *, lr, batch_size, weight_decay, s=0.0, seed=0, limit=None):
-    """SGD (momentum 0.9, cosine) on cross-entropy + s * sum|gamma|; keeps the best-val epoch."""
+def train(model, mnist, epochs, *, lr, batch_size, weight_decay, s=0.0, seed=0, limit=None, teacher=None,
+          alpha=0.0):
+    """SGD (momentum 0.9, cosine) on cross-entropy + s * sum|gamma| (with a teacher: its soft
+    targets at T = 4 weighted alpha, prunekit.train.distillation_loss); keeps the best-val epoch."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     best_val, best_state = -1.0, None
     for epoch in range(epochs):
         model.train()
         for x, y in mnist.train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch, limit=limit):
-            loss = nn.functional.cross_entropy(model(x), y)
+            logits = model(x)
+            if teacher is None:
+                loss = nn.functional.cross_entropy(logits, y)
+            else:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = distillation_loss(logits, target, y, alpha, 4.0)
             if s:
                 loss = loss + s * bn_l1_penalty(model)
             opt.zero_grad(set_to_none=True)
@@ -158,21 +171,21 @@ def sparsity_stats(model):
             "gamma_160th": float(torch.cat(g).sort(descending=True).values[sum(TARGET) - 1])}
 
 
-def slim_row(sparse, mnist, prune, finetune, seed, limit, report):
+def slim_row(sparse, mnist, prune, finetune, seed, limit, report, teacher=None, alpha=0.0):
     model = copy_of(sparse)
     res = prune(model)
     row = {"arch": arch(model), "params_before": res.params_before, "params_after": res.params_after,
            "reduction": 100 * (1 - res.params_after / res.params_before)}
     if report:
         row["error_pruned"] = error(model, mnist.test)
-    val = train(model, mnist, finetune, seed=seed, limit=limit, **FINETUNE)
+    val = train(model, mnist, finetune, seed=seed, limit=limit, teacher=teacher, alpha=alpha, **FINETUNE)
     row["val_error"] = 100 * (1 - val)
     if report:
         row["error"] = error(model, mnist.test)
     return row, model
 
 
-def run_seed(mnist, seed, s, epochs, finetune, limit):
+def run_seed(mnist, seed, s, epochs, finetune, limit, distill=0.0):
     t0 = time.time()
     torch.manual_seed(seed)
     dense = build()
@@ -190,6 +203,10 @@ def run_seed(mnist, seed, s, epochs, finetune, limit):
     result["paper_rule"] = slim_row(sparse, mnist, prune_paper_rule, finetune, seed, limit, True)[0]
     result["prunekit_global"] = slim_row(sparse, mnist, prune_prunekit_global, finetune, seed, limit, True)[0]
     result["l2_baseline"] = slim_row(dense, mnist, lambda m: prune_fixed(m, "l2"), finetune, seed, limit, True)[0]
+    if distill:
+        dense.eval()
+        result["slimmed_distilled"] = slim_row(sparse, mnist, lambda m: prune_fixed(m, "bn_scale"), finetune, seed,
+                                               limit, True, teacher=dense, alpha=distill)[0]
     print(f"seed {seed}: dense {result['dense_error']:.2f} %, dense+L1 {result['sparse_dense_error']:.2f} %, "
           f"slimmed {row['arch']} {row['error_pruned']:.2f} % -> {row['error']:.2f} % after fine-tuning, "
           f"l2 baseline {result['l2_baseline']['error']:.2f} % ({time.time() - t0:.0f} s)", flush=True)
@@ -221,14 +238,10 @@ def sweep(mnist, values, ft_lrs, epochs, finetune, limit):
     return out
 
 
-def stats(values):
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
 def summarize(results):
     summary = {"dense_error": stats([r["dense_error"] for r in results]),
                "sparse_dense_error": stats([r["sparse_dense_error"] for r in results])}
-    for key in ("slimmed", "paper_rule", "prunekit_global", "l2_baseline"):
+    for key in [k for k in LABELS if k in results[0]]:
         rows = [r[key] for r in results]
         summary[key] = {"arch": sorted({r["arch"] for r in rows}),
                         "error_pruned": stats([r["error_pruned"] for r in rows]),
@@ -252,6 +265,8 @@ def main():
     parser.add_argument("--ft-lr", type=float, default=FINETUNE["lr"], help="fine-tuning learning rate")
     parser.add_argument("--sweep", help="comma-separated s values: pick s on the validation split")
     parser.add_argument("--sweep-ft-lr", help="comma-separated fine-tuning lrs for --sweep (default --ft-lr)")
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="also fine-tune the slimmed net with the dense net's soft targets at this weight")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -267,7 +282,7 @@ def main():
             Path(args.json).write_text(json.dumps({"sweep": out}, indent=2))
         return
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = [run_seed(mnist, seed, args.s, args.epochs, args.finetune, limit) for seed in seeds]
+    results = [run_seed(mnist, seed, args.s, args.epochs, args.finetune, limit, args.distill) for seed in seeds]
     summary = summarize(results)
     print(f"\nNetwork slimming, MLP on MNIST, test error % (mean +- std over {len(seeds)} seeds), "
           f"s={args.s:g}, {args.epochs} + {args.finetune} epochs")
@@ -275,22 +290,21 @@ def main():
     print(f"{'dense (no L1)':<34}{'784-500-300-10':<16}{'':>16}{fmt(summary['dense_error']):>16}"
           f"{'':>11}{PAPER['dense_error']:>8}")
     print(f"{'dense, trained with L1':<34}{'784-500-300-10':<16}{'':>16}{fmt(summary['sparse_dense_error']):>16}")
-    labels = {"slimmed": ("slimmed (bn_scale, per layer)", PAPER["slimmed_error"]),
-              "paper_rule": ("slimmed, paper's raw threshold", ""),
-              "prunekit_global": ("slimmed, prunekit scope=global", ""),
-              "l2_baseline": ("baseline: no L1, l2 per layer", "")}
-    for key, (label, paper) in labels.items():
+    for key, (label, paper) in LABELS.items():
+        if key not in summary:
+            continue
         row = summary[key]
         print(f"{label:<34}{','.join(row['arch']):<16}{fmt(row['error_pruned']):>16}{fmt(row['error']):>16}"
               f"{row['reduction']['mean']:>11.1f}{paper:>8}")
     print(f"paper: {PAPER['dense_error']} % dense -> {PAPER['slimmed_error']} % at {PAPER['arch']} "
           f"({PAPER['param_reduction']:.0f} % fewer parameters)")
-    dense, slim = summary["dense_error"]["mean"], summary["slimmed"]["error"]["mean"]
-    relative = slim <= dense + 0.1
-    absolute = slim <= PAPER["slimmed_error"]
-    print(f"goal (slimmed 784-100-60-10 within our dense + 0.1 points): {'met' if relative else 'NOT met'} "
-          f"({slim:.2f} vs {dense:.2f}); at or below the paper's {PAPER['slimmed_error']} %: "
-          f"{'yes' if absolute else 'no'}")
+    dense = summary["dense_error"]["mean"]
+    for key in ("slimmed", "slimmed_distilled"):
+        if key in summary:
+            slim = summary[key]["error"]["mean"]
+            print(f"goal, {LABELS[key][0]} (within our dense + 0.1 points): "
+                  f"{'met' if slim <= dense + 0.1 else 'NOT met'} ({slim:.2f} vs {dense:.2f}); "
+                  f"at or below the paper's {PAPER['slimmed_error']} %: {'yes' if slim <= PAPER['slimmed_error'] else 'no'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"seeds": seeds, "s": args.s, "epochs": args.epochs,
                                                "finetune": args.finetune, "runs": results,

@@ -33,7 +33,8 @@ def test_compare_on_digits_writes_json_plots_and_report(home, capsys):
     assert "magnitude-global" in capsys.readouterr().out
 
 
-TRAINING_METHODS = ("gradual,iterative,rigl,set,lottery,random-mask,nm-2:4,lamp,erk,search,structured-gradual,sfp,"
+TRAINING_METHODS = ("gradual,iterative,rigl,set,lottery,random-mask,nm-2:4,lamp,erk,search,search-channels,"
+                    "structured-gradual,sfp,"
                     "hybrid-adaptive")
 
 

@@ -32,10 +32,10 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(digits, tmp_path, mon
 
     real_epoch = train._train_epoch
 
-    def crash_in_third_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None):
+    def crash_in_third_epoch(model, dataset, optimizer, config, epoch, *rest):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_epoch(model, dataset, optimizer, config, epoch, progress, on_step)
+        return real_epoch(model, dataset, optimizer, config, epoch, *rest)
     crashed = zoo.build("lenet300", in_features=64)
     crashed.load_state_dict(init)
     monkeypatch.setattr(train, "_train_epoch", crash_in_third_epoch)
@@ -68,3 +68,30 @@ def test_early_stopping(digits):
     model = zoo.build("lenet300", in_features=64)
     result = fit(model, digits, FitConfig(epochs=50, lr=0.0, patience=2, batch_size=256), quiet=True)
     assert len(result.history) == 3  # lr 0: no epoch improves on the first
+
+
+def test_distillation_loss_matches_its_definition():
+    g = torch.Generator().manual_seed(0)
+    logits, teacher, y = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert train.distillation_loss(logits, teacher, y, 0.0, 4.0) == ce
+    assert train.distillation_loss(logits, logits, y, 1.0, 4.0).abs() < 1e-6   # same distribution: no KL
+    p, log_q = torch.softmax(teacher / 2, -1), torch.log_softmax(logits / 2, -1)
+    kl = (p * (p.log() - log_q)).sum(-1).mean()
+    torch.testing.assert_close(train.distillation_loss(logits, teacher, y, 0.25, 2.0), 0.75 * ce + 0.25 * 4 * kl)
+
+
+def test_fit_with_a_teacher_pulls_the_student_towards_it(digits):
+    torch.manual_seed(0)
+    teacher = zoo.build("lenet300", in_features=64)
+    fit(teacher, digits, FitConfig(epochs=3, lr=0.05, batch_size=64), quiet=True)
+    student = zoo.build("lenet300", in_features=64)
+
+    def agreement():
+        with torch.no_grad():
+            return float((student(digits.val.x).argmax(1) == teacher(digits.val.x).argmax(1)).float().mean())
+    before = agreement()
+    fit(student, digits, FitConfig(epochs=2, lr=0.05, batch_size=64, distill=1.0), teacher=teacher, quiet=True)
+    assert agreement() > before + 0.4  # distill=1: no labels, all it learns comes from the teacher
+    with pytest.raises(pk.PruneError, match="needs fit"):
+        fit(student, digits, FitConfig(epochs=1, distill=0.5), quiet=True)

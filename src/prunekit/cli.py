@@ -119,6 +119,52 @@ def cmd_sensitivity(args):
                                                            for n, c in curves.items() if n != "dense"}})
 
 
+def _search_weights(model, on_val, x, args):
+    from . import search
+    from .measure.macs import layer_stats
+    if args.cost == "latency":
+        raise PruneError("--cost latency needs --structured: masked weights do not make dense kernels faster")
+    if args.floor is not None:
+        found = search.search_floor(model, on_val, args.floor)
+    else:
+        sizes = {s["name"]: s["macs"] for s in layer_stats(model, (x,))} if args.cost == "macs" else None
+        found = search.search(model, on_val, args.target, sizes=sizes)
+    return found.sparsities, f"weights pruned {found.sparsity:.3f}", found.metric
+
+
+def _search_channels(model, on_val, x, args):
+    from . import channel_search
+    options = dict(cost=args.cost, threads=args.threads, round_to=args.round_to)
+    if args.floor is not None:
+        found = channel_search.search_channels_floor(model, x, on_val, args.floor, **options)
+    else:
+        found = channel_search.search_channels(model, x, on_val, args.target, **options)
+    return found.ratios, f"{args.cost} kept {found.kept:.3f} of the dense model's", found.metric
+
+
+def cmd_search(args):
+    from . import data, export
+    from .train import evaluate
+    if (args.target is None) == (args.floor is None):
+        raise PruneError("give exactly one of --target (fraction of the cost to remove) or --floor "
+                         "(validation accuracy retention to keep)")
+    model = export.load(args.input)
+    dataset = data.load(args.dataset)
+    on_val = lambda m: evaluate(m, dataset.val)  # noqa: E731 - decisions read the validation split only
+    dense = on_val(model)
+    search = _search_channels if args.structured else _search_weights
+    allocation, cost, metric = search(model, on_val, dataset.val.x[:args.batch], args)
+    what = "channels removed" if args.structured else "sparsity"
+    for name, value in allocation.items():
+        print(f"{name:<24}{what} {value:.3f}")
+    print(f"{cost}; validation accuracy {100 * dense:.2f} % -> {100 * metric:.2f} % (before fine-tuning)")
+    export.save(model, args.output, format=args.format)
+    print(f"wrote {args.output}")
+    if args.json:
+        _write_json(args.json, {"allocation": allocation, "cost": args.cost, "summary": cost,
+                                "dense_val_accuracy": dense, "val_accuracy": metric})
+
+
 def cmd_env(args):
     import numpy
     import torch
@@ -201,6 +247,22 @@ def _parser():
     p.add_argument("--plot", help="write the curves as a PNG here")
     p.add_argument("--json")
     p.set_defaults(func=cmd_sensitivity)
+
+    p = add("search", parents=[common], help="per-layer ratios that meet a target (or an accuracy floor)")
+    p.add_argument("input"), p.add_argument("output")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--cost", default="params", choices=["params", "macs", "latency"],
+                   help="what the target counts; latency is timed on this machine (needs --structured)")
+    p.add_argument("--target", type=float, help="fraction of the cost to remove, e.g. 0.5")
+    p.add_argument("--floor", type=float, help="instead: the cheapest model keeping this validation "
+                                               "accuracy retention, e.g. 0.99")
+    p.add_argument("--structured", action="store_true", help="remove channels instead of masking weights")
+    p.add_argument("--round-to", type=int, default=1, help="structured: keep channel counts multiples of this")
+    p.add_argument("--batch", type=int, default=64, help="example batch for MACs and latency")
+    p.add_argument("--threads", type=int, default=1, help="threads for latency timing")
+    p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_search)
 
     p = add("env", parents=[common], help="versions, for bug reports")
     p.add_argument("--json")

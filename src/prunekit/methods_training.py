@@ -10,6 +10,7 @@ import torch
 
 from . import lottery
 from .allocate import prune_allocated
+from .channel_search import channel_curves, cost_meter, search_channels
 from .dynamic import DynamicSparsity
 from .errors import PruneError
 from .hybrid import adaptive_hybrid
@@ -30,6 +31,7 @@ class Context:
     dense: FitConfig        # how the dense model was trained (lottery retrains with it)
     initial: dict = None    # lottery.snapshot of the dense model before training
     curves: dict = None     # sensitivity curves of the dense model, once computed
+    channel_curves: dict = None  # the same, one channel space at a time (search-channels)
 
 
 def _need(context):
@@ -158,6 +160,18 @@ def searched(model, example_inputs, sparsity, seed, context=None):
     if context.curves is None:  # the same dense model for every target: measure it once
         context.curves = sensitivity(model, on_val)
     search(model, on_val, sparsity, curves=context.curves)
+    return model
+
+
+@register("search-channels")
+def searched_channels(model, example_inputs, sparsity, seed, context=None):
+    """Per-space channel ratios removing `sparsity` of the parameters, by a greedy search over
+    the dense model's validation curves (channel_search.search_channels), then fine-tuning."""
+    context = _need(context)
+    on_val = lambda m: evaluate(m, context.dataset.val)  # noqa: E731
+    if context.channel_curves is None:
+        context.channel_curves = channel_curves(model, example_inputs, on_val, cost_meter("params", example_inputs))
+    search_channels(model, example_inputs, on_val, sparsity, cost="params", curves=context.channel_curves)
     return model
 
 

@@ -245,6 +245,14 @@ def _prune_layers(model, inputs, ratio, importance, calibration, seed, ignored, 
     return result
 
 
+def channel_spaces(model, example_inputs, *, ignore=None) -> dict:
+    """{space name: number of channels} for every channel space prune_structured would cut
+    (a space is named after its first producing layer; `overrides={re.escape(name): r}`
+    addresses exactly that space). The model is not changed."""
+    graph = analyze(model, _inputs(example_inputs), ignore=_ignored(model, ignore))
+    return {space.name: len(space.units) for space in graph.spaces}
+
+
 def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance=None,
                      scope="layer", ignore=None, round_to=1, calibration=None, overrides=None,
                      max_ratio=1.0, steps=1, seed=None) -> StructuredResult:

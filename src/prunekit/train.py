@@ -29,6 +29,8 @@ class FitConfig:
     patience: int = 0           # stop after this many epochs without a better val accuracy; 0 = never
     limit: int = 0              # train on at most this many samples per epoch; 0 = all
     seed: int = 0
+    distill: float = 0.0        # with fit(teacher=...): weight of the teacher's soft targets
+    temperature: float = 4.0    # distillation temperature
 
 
 @dataclass
@@ -84,14 +86,35 @@ def _save_checkpoint(path, **state):
         torch.save(state, tmp)
 
 
-def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None):
+def distillation_loss(logits, teacher_logits, y, alpha, temperature):
+    """(1 - alpha) cross-entropy + alpha T^2 KL(teacher || student) at temperature T (Hinton
+    et al. 2015; T^2 keeps the soft term's gradient scale independent of T)."""
+    hard = nn.functional.cross_entropy(logits, y)
+    if alpha == 0:
+        return hard
+    soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, -1),
+                                nn.functional.log_softmax(teacher_logits / temperature, -1),
+                                log_target=True, reduction="batchmean")
+    return (1 - alpha) * hard + alpha * temperature ** 2 * soft
+
+
+def _loss(model, x, y, config, teacher):
+    logits = model(x)
+    if teacher is None or not config.distill:
+        return nn.functional.cross_entropy(logits, y)
+    with torch.no_grad():
+        target = teacher(x)
+    return distillation_loss(logits, target, y, config.distill, config.temperature)
+
+
+def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None, teacher=None):
     model.train()
     limit = config.limit or len(dataset.train)
     task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=-(-limit // config.batch_size))
     total_loss = batches = 0
     for x, y in dataset.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch,
                                       limit=config.limit or None):
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = _loss(model, x, y, config, teacher)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -104,13 +127,18 @@ def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=Non
 
 
 def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=None,
-        quiet: bool = False, on_step=None, keep_best: bool = True) -> FitResult:
+        quiet: bool = False, on_step=None, keep_best: bool = True, teacher=None) -> FitResult:
     """Train on dataset.train, pick the epoch with the best dataset.val accuracy, load it.
 
     `on_step(x, y)` runs after every optimizer step (GradualPruner.step, DynamicSparsity.step).
     With keep_best=False the last epoch's weights stay (a schedule that ends with the
-    target sparsity must not be rolled back to an earlier, denser epoch)."""
+    target sparsity must not be rolled back to an earlier, denser epoch). With a `teacher`
+    (the dense model, say) and config.distill > 0, the loss adds its soft targets."""
     config = config or FitConfig()
+    if config.distill and teacher is None:
+        raise PruneError("FitConfig.distill > 0 needs fit(..., teacher=model)")
+    if teacher is not None:
+        teacher.eval()
     torch.manual_seed(config.seed)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
@@ -121,7 +149,7 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
         log.info("resuming from %s at epoch %d", last, start)
     with _progress(quiet) as progress:
         for epoch in range(start, config.epochs):
-            loss = _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step)
+            loss = _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step, teacher)
             scheduler.step()
             val = evaluate(model, dataset.val)
             history.append({"epoch": epoch + 1, "loss": loss, "val": val})

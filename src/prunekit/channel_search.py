@@ -1,0 +1,210 @@
+"""Per-space channel ratios that meet a cost target: parameters, MACs, or latency measured here.
+
+`channel_curves` removes channels from one channel space at a time (on copies) at each ratio
+of a grid, and records the validation metric and the cost kept (a fraction of the dense
+model's: parameters, MACs, or latency timed side by side with the dense model).
+
+`search_channels` spends the budget greedily: it raises the ratio of the space whose next
+step loses the least validation metric per unit of cost saved. Savings do not add up (a
+conv's MACs shrink with its input and its output channels both; latency is not linear),
+so the allocation is applied and its cost *measured*, and the greedy goes on until the
+measured cost meets the target; the last step is then bisected, so the target is met
+closely rather than overshot. `search_channels_floor` is the dual: the cheapest allocation
+along the same path whose measured validation retention stays at or above a floor.
+Decisions read only what `evaluate` reads (a validation split).
+"""
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+
+from .errors import PruneError
+from .measure import latency
+from .measure.macs import layer_stats, totals
+from .structured import channel_spaces, prune_structured
+
+COSTS = ("params", "macs", "latency")
+GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+
+
+@dataclass
+class ChannelSearchResult:
+    ratios: dict               # {space name: ratio of its channels removed}
+    kept: float                # measured cost of the result / the dense model's
+    metric: float              # evaluate() of the result (measured, not predicted)
+    removed: dict = field(default_factory=dict)  # prune_structured's res.removed
+    path: list = field(default_factory=list)     # [(space, ratio)] in the order taken
+
+
+def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
+    """kept(dense, trial) -> the trial's cost as a fraction of the dense model's. Latency:
+    both timed in one interleaved loop (medians), on `threads` threads."""
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    if cost == "params":
+        return lambda dense, trial: _params(trial) / _params(dense)
+    if cost == "macs":
+        return lambda dense, trial: _macs(trial, inputs) / _macs(dense, inputs)
+    if cost == "latency":
+        def kept(dense, trial):
+            timed = latency.time_models({"dense": dense, "trial": trial}, inputs, repeats=repeats,
+                                        warmup=3, threads=threads)
+            return timed["trial"]["median_s"] / timed["dense"]["median_s"]
+        return kept
+    raise PruneError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _macs(model, inputs):
+    return totals(layer_stats(model, inputs))["macs"]
+
+
+def apply_ratios(model, example_inputs, ratios, **options):
+    """Remove ratios[space] of each named space's channels (in place); other spaces keep
+    theirs. `options` go to prune_structured (importance, ignore, round_to, calibration)."""
+    overrides = {re.escape(name): r for name, r in ratios.items() if r > 0}
+    return prune_structured(model, example_inputs, ratio=0.0, overrides=overrides, **options)
+
+
+def channel_curves(model, example_inputs, evaluate, kept, *, grid=GRID, **options) -> dict:
+    """{"dense": evaluate(model), space: {ratio: (metric, cost kept)}} with only that space cut."""
+    curves = {"dense": evaluate(model)}
+    for name in channel_spaces(model, example_inputs, ignore=options.get("ignore")):
+        curves[name] = {}
+        for ratio in grid[1:]:
+            trial = copy.deepcopy(model)
+            apply_ratios(trial, example_inputs, {name: ratio}, **options)
+            curves[name][ratio] = (evaluate(trial), kept(model, trial))
+    return curves
+
+
+def _point(curves, name, ratio):
+    return (curves["dense"], 1.0) if ratio == 0 else curves[name][ratio]
+
+
+def _cheapest_step(curves, ratios, grid):
+    """(space, ratio): of every space's later grid ratios, the move that loses the least
+    metric per unit of cost saved (a move that saves nothing is never taken)."""
+    best, best_rate = None, math.inf
+    for name, now in ratios.items():
+        metric_now, kept_now = _point(curves, name, now)
+        for ratio in grid[grid.index(now) + 1:]:
+            metric, kept = _point(curves, name, ratio)
+            if kept_now - kept <= 0:
+                continue
+            rate = max(metric_now - metric, 0.0) / (kept_now - kept)
+            if rate < best_rate:
+                best, best_rate = (name, ratio), rate
+    return best
+
+
+def _greedy_path(curves, grid):
+    """Every step the greedy takes from no pruning until no step saves cost."""
+    ratios = {name: 0.0 for name in curves if name != "dense"}
+    path = []
+    while (step := _cheapest_step(curves, ratios, grid)) is not None:
+        ratios[step[0]] = step[1]
+        path.append(step)
+    return path
+
+
+def _allocation(path, names, upto):
+    ratios = {name: 0.0 for name in names}
+    for name, ratio in path[:upto]:
+        ratios[name] = ratio
+    return ratios
+
+
+def _measured(model, example_inputs, ratios, kept, options):
+    trial = copy.deepcopy(model)
+    apply_ratios(trial, example_inputs, ratios, **options)
+    return kept(model, trial)
+
+
+def _check(cost, value, what, low_open=True):
+    if cost not in COSTS:
+        raise PruneError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1 if low_open else 0 < value <= 1):
+        raise PruneError(f"{what} must be a number in (0, 1{')' if low_open else ']'}, got {value!r}")
+
+
+def search_channels(model, example_inputs, evaluate, target, *, cost="macs", curves=None, grid=GRID,
+                    repeats=20, threads=1, **options) -> ChannelSearchResult:
+    """Per-space channel ratios that remove `target` of the model's cost (parameters, MACs or
+    measured latency) losing the least validation metric; applied to `model` in place."""
+    _check(cost, target, "target")
+    kept = cost_meter(cost, example_inputs, repeats=repeats, threads=threads)
+    curves = curves or channel_curves(model, example_inputs, evaluate, kept, grid=grid, **options)
+    path, names = _greedy_path(curves, grid), [n for n in curves if n != "dense"]
+    goal, predicted = 1 - target, 1.0
+    for taken, (name, ratio) in enumerate(path, 1):
+        before = _allocation(path, names, taken - 1)
+        predicted -= _point(curves, name, before[name])[1] - _point(curves, name, ratio)[1]
+        if predicted > goal:
+            continue  # predicted savings only overestimate: no need to measure yet
+        ratios = _allocation(path, names, taken)
+        if _measured(model, example_inputs, ratios, kept, options) <= goal:
+            ratios[name] = _bisect(model, example_inputs, ratios, name, before[name], kept, goal, options)
+            return _finish(model, example_inputs, evaluate, kept, ratios, path[:taken], options)
+    raise PruneError(f"a {cost} target of {target} is out of reach: cutting every space to its grid's "
+                     f"top ({grid[-1]}) does not remove that much")
+
+
+def _bisect(model, example_inputs, ratios, name, low, kept, goal, options, rounds=6):
+    """The smallest ratio of `name` in (low, ratios[name]] whose measured cost meets `goal`."""
+    high, trial = ratios[name], dict(ratios)
+    for _ in range(rounds):
+        trial[name] = (low + high) / 2
+        if _measured(model, example_inputs, trial, kept, options) <= goal:
+            high = trial[name]
+        else:
+            low = trial[name]
+    return high
+
+
+def _finish(model, example_inputs, evaluate, kept, ratios, path, options):
+    dense = copy.deepcopy(model)
+    result = apply_ratios(model, example_inputs, ratios, **options)
+    return ChannelSearchResult(ratios, kept(dense, model), evaluate(model), result.removed, path)
+
+
+def search_channels_floor(model, example_inputs, evaluate, floor, *, cost="macs", curves=None,
+                          grid=GRID, repeats=20, threads=1, **options) -> ChannelSearchResult:
+    """The cheapest allocation along the greedy path whose measured evaluate() stays at or
+    above `floor` x the dense value (bisection over the path, each probe measured on a copy);
+    applied to `model` in place."""
+    _check(cost, floor, "floor", low_open=False)
+    kept = cost_meter(cost, example_inputs, repeats=repeats, threads=threads)
+    curves = curves or channel_curves(model, example_inputs, evaluate, kept, grid=grid, **options)
+    path, names = _greedy_path(curves, grid), [n for n in curves if n != "dense"]
+    low, high, best = 1, len(path), 0
+    while low <= high:  # retention falls (mostly) monotonically along the path
+        middle = (low + high) // 2
+        trial = copy.deepcopy(model)
+        apply_ratios(trial, example_inputs, _allocation(path, names, middle), **options)
+        if evaluate(trial) >= floor * curves["dense"]:
+            best, low = middle, middle + 1
+        else:
+            high = middle - 1
+    return _finish(model, example_inputs, evaluate, kept, _allocation(path, names, best), path[:best], options)
+
+
+def uniform_ratio(model, example_inputs, target, *, cost="macs", repeats=20, threads=1, rounds=10,
+                  **options) -> float:
+    """The one ratio for every space that removes `target` of the cost (bisection, measured
+    on copies): the uniform baseline a search is compared with."""
+    _check(cost, target, "target")
+    kept = cost_meter(cost, example_inputs, repeats=repeats, threads=threads)
+    names = channel_spaces(model, example_inputs, ignore=options.get("ignore"))
+    low, high = 0.0, GRID[-1]
+    if _measured(model, example_inputs, dict.fromkeys(names, high), kept, options) > 1 - target:
+        raise PruneError(f"a {cost} target of {target} is out of reach at a uniform ratio of {high}")
+    for _ in range(rounds):
+        middle = (low + high) / 2
+        if _measured(model, example_inputs, dict.fromkeys(names, middle), kept, options) <= 1 - target:
+            high = middle
+        else:
+            low = middle
+    return high
