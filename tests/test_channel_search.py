@@ -103,7 +103,8 @@ def test_cli_search_structured_to_a_macs_target(tmp_path):
     assert set(__import__("json").loads((tmp_path / "s.json").read_text())["allocation"]) == {"net.1", "net.3"}
 
 
-@pytest.mark.parametrize("extra", [["--cost", "latency", "--target", "0.5"], ["--target", "0.5", "--floor", "0.99"], []])
+@pytest.mark.parametrize("extra", [["--cost", "latency", "--target", "0.5"], ["--target", "0.5", "--floor", "0.99"], [],
+                                   ["--cost", "macs", "--floor", "0.99"]])
 def test_cli_search_refuses_bad_requests_and_writes_nothing(tmp_path, extra, capsys):
     from prunekit import zoo
     from prunekit.cli import main

@@ -125,6 +125,8 @@ def _search_weights(model, on_val, x, args):
     if args.cost == "latency":
         raise PruneError("--cost latency needs --structured: masked weights do not make dense kernels faster")
     if args.floor is not None:
+        if args.cost != "params":
+            raise PruneError("--floor without --structured finds the sparsest model by weights: use --cost params")
         found = search.search_floor(model, on_val, args.floor)
     else:
         sizes = {s["name"]: s["macs"] for s in layer_stats(model, (x,))} if args.cost == "macs" else None
