@@ -19,7 +19,7 @@ BENCHMARKS = [
     ("lottery_tickets.py", []),
     ("gradual_vs_oneshot.py", []),
     ("lenet300_50x.py", []),
-    ("search_vs_uniform.py", []),
+    ("search_vs_uniform.py", ["--epochs", "10", "--finetune", "2", "--recover", "5000"]),
     ("pretrained_agreement.py", []),
 ]
 

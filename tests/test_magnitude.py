@@ -198,3 +198,14 @@ def test_bad_input_is_refused_and_model_unchanged(kwargs, message):
 def test_nothing_prunable():
     with pytest.raises(pk.PruneError, match="nothing to prune"):
         pk.prune_magnitude(nn.Sequential(nn.ReLU()), 0.5)
+
+
+def test_nan_weights_are_refused_with_the_layer_named():
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(pk.PruneError, match="weights of 2 contain NaN"):
+        pk.prune_magnitude(model, 0.5)
+    assert not pk.masks.masked_modules(model)
+    assert all(torch.equal(before[k], v) or torch.isnan(v).any() for k, v in model.state_dict().items())

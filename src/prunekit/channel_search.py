@@ -11,7 +11,8 @@ so the allocation is applied and its cost *measured*, and the greedy goes on unt
 measured cost meets the target; the last step is then bisected, so the target is met
 closely rather than overshot. `search_channels_floor` is the dual: the cheapest allocation
 along the same path whose measured validation retention stays at or above a floor.
-Decisions read only what `evaluate` reads (a validation split).
+Decisions read only what `evaluate` reads (a validation split). The curves cost one
+evaluate() per space and grid ratio (pass them back in through `curves=` to reuse them).
 """
 import copy
 import math

@@ -55,6 +55,16 @@ def _report(chosen, new_masks, total):
     return PruneReport(sparsity=zeros / total if total else 0.0, pruned=zeros, total=total, layers=layers)
 
 
+def _check_finite(name, weight, chunk=1 << 22):
+    """NaN or inf weights cannot be ranked by magnitude (a diverged run); read in chunks, so a
+    1B-weight layer costs no full-size temporary."""
+    flat = weight.detach().reshape(-1)
+    for start in range(0, flat.numel(), chunk):
+        if not bool(torch.isfinite(flat[start:start + chunk]).all()):
+            raise PruneError(f"weights of {name or 'the model'} contain NaN or inf (did training diverge?): "
+                             "they cannot be ranked by magnitude")
+
+
 def prune_rest(model, sparsity, dense_count, seed=None) -> None:
     """Global magnitude pruning of what is left, so that `sparsity` of the `dense_count`
     prunable weights the model had before (channels already removed count) are gone."""
@@ -83,6 +93,8 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
         raise PruneError(f"seed must be an int or None, got {seed!r}")
     score_fn = get_elementwise(criterion)
     chosen = select_modules(model, include, exclude)
+    for name, module in chosen:
+        _check_finite(name, masks.raw_tensor(module))
     sources = [_source(i, m, score_fn, seed or 0, not callable(criterion)) for i, (_, m) in enumerate(chosen)]
 
     # Decide every mask first; only then touch the model, so a failure leaves it unchanged.
