@@ -19,6 +19,7 @@ hurt CPU kernels: the round_to=8 rows show whether they do.
 
     python benchmarks/realized_speedup.py [--models resnet50,tf_efficientnet_lite0]
         [--batches 1,32] [--ratio 0.5] [--repeats 30] [--warmup 5] [--threads N] [--no-tp]
+        [--round-tos 1,8]
         [--json out.json]
 """
 import argparse
@@ -58,11 +59,11 @@ def prune_torch_pruning(model, x, ratio, round_to):
                          round_to=None if round_to == 1 else round_to).step()
 
 
-def variants(use_tp):
+def variants(use_tp, round_tos=(1, 8)):
     """(label, pruning function, round_to)."""
-    out = [("prunekit r1", prune_prunekit, 1), ("prunekit r8", prune_prunekit, 8)]
+    out = [(f"prunekit r{r}", prune_prunekit, r) for r in round_tos]
     if use_tp:
-        out += [("TP r1", prune_torch_pruning, 1), ("TP r8", prune_torch_pruning, 8)]
+        out += [(f"TP r{r}", prune_torch_pruning, r) for r in round_tos]
     return out
 
 
@@ -82,7 +83,7 @@ def measure(name, args):
     x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     models = {"dense": dense}
     info = {"dense": {"params": sum(p.numel() for p in dense.parameters()), "macs": _macs(dense, x1)}}
-    for label, prune, round_to in variants(args.tp):
+    for label, prune, round_to in variants(args.tp, args.round_tos):
         model = copy.deepcopy(dense)
         try:
             prune(model, x1, args.ratio, round_to)
@@ -163,9 +164,11 @@ def main():
                         help="also time Torch-Pruning's pruned models")
     parser.add_argument("--forms", default="eager,frozen", help="eager and/or frozen (TorchScript, "
                         "optimize_for_inference): dense and pruned are timed in the same form")
+    parser.add_argument("--round-tos", default="1,8", help="round_to values to prune with")
     parser.add_argument("--json")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.round_tos = [int(r) for r in args.round_tos.split(",")]
     args.forms = [f for f in args.forms.split(",") if f]
     names = [n for n in args.models.split(",") if n]
     warnings.filterwarnings("ignore")
