@@ -20,6 +20,8 @@ BENCHMARKS = [
     ("gradual_vs_oneshot.py", []),
     ("lenet300_50x.py", []),
     ("search_vs_uniform.py", ["--epochs", "10", "--finetune", "2", "--recover", "5000"]),
+    ("search_latency.py", []),
+    ("speedup_bound.py", ["--threads", "1"]),
     ("pretrained_agreement.py", []),
 ]
 
