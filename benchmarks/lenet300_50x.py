@@ -29,7 +29,7 @@ import prunekit as pk
 from prunekit import data, zoo
 from _stats import summarize
 from prunekit.schedules import GradualPruner, Schedule, steps_per_epoch
-from prunekit.train import distillation_loss, evaluate
+from prunekit.train import evaluate, student_loss
 
 BATCH = 128
 
@@ -55,13 +55,7 @@ def train(model, dataset, args, seed, *, lr, epochs, teacher=None, pruner=None):
         model.train()
         for x, y in dataset.train.batches(BATCH, shuffle=True, seed=seed * 1000 + epoch):
             x = shifted(x, args.shift, generator)
-            logits = model(x)
-            if teacher is None:
-                loss = F.cross_entropy(logits, y)
-            else:
-                with torch.no_grad():
-                    target = teacher(x)
-                loss = distillation_loss(logits, target, y, args.alpha, args.temperature)
+            loss = student_loss(model, x, y, teacher, args.alpha, args.temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -55,7 +55,7 @@ from torch import nn
 import prunekit as pk
 from prunekit import data
 from prunekit.criteria import bn_l1_penalty
-from prunekit.train import distillation_loss, evaluate
+from prunekit.train import evaluate, student_loss
 from _stats import mean_std as stats
 
 PAPER = {"dense_error": 1.43, "slimmed_error": 1.49, "arch": "784-100-60-10", "param_reduction": 84.0}
@@ -86,20 +86,14 @@ def build():
 def train(model, mnist, epochs, *, lr, batch_size, weight_decay, s=0.0, seed=0, limit=None, teacher=None,
           alpha=0.0):
     """SGD (momentum 0.9, cosine) on cross-entropy + s * sum|gamma| (with a teacher: its soft
-    targets at T = 4 weighted alpha, prunekit.train.distillation_loss); keeps the best-val epoch."""
+    targets at T = 4 weighted alpha, prunekit.train.student_loss); keeps the best-val epoch."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     best_val, best_state = -1.0, None
     for epoch in range(epochs):
         model.train()
         for x, y in mnist.train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch, limit=limit):
-            logits = model(x)
-            if teacher is None:
-                loss = nn.functional.cross_entropy(logits, y)
-            else:
-                with torch.no_grad():
-                    target = teacher(x)
-                loss = distillation_loss(logits, target, y, alpha, 4.0)
+            loss = student_loss(model, x, y, teacher, alpha, 4.0)
             if s:
                 loss = loss + s * bn_l1_penalty(model)
             opt.zero_grad(set_to_none=True)

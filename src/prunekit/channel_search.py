@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .errors import PruneError
 from .measure import latency
 from .measure.macs import layer_stats, totals
-from .structured import channel_spaces, prune_structured
+from .structured import channel_spaces, param_count, prune_structured
 
 COSTS = ("params", "macs", "latency")
 GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
@@ -42,7 +42,7 @@ def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
     both timed in one interleaved loop (medians), on `threads` threads."""
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if cost == "params":
-        return lambda dense, trial: _params(trial) / _params(dense)
+        return lambda dense, trial: param_count(trial) / param_count(dense)
     if cost == "macs":
         return lambda dense, trial: _macs(trial, inputs) / _macs(dense, inputs)
     if cost == "latency":
@@ -52,10 +52,6 @@ def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
             return timed["trial"]["median_s"] / timed["dense"]["median_s"]
         return kept
     raise PruneError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
-
-
-def _params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def _macs(model, inputs):

@@ -10,11 +10,12 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+from .channel_search import apply_ratios
 from .errors import PruneError
 from .graph import analyze
 from .magnitude import prune_magnitude, prune_rest
 from .masks import prunable_count, sparsity as masks_sparsity
-from .structured import _inputs, prune_structured
+from .structured import _inputs
 
 
 @dataclass
@@ -24,14 +25,10 @@ class AdaptiveReport:
     sparsity: float = 0.0                          # of the prunable weights, in the end
 
 
-def _producers(space):
-    return "|".join(re.escape(m) for m in space.modules)
-
-
 def _trial(model, inputs, space, ratio, evaluate):
     """(value with this space's channels removed, value with as many weights masked instead)."""
     structured = copy.deepcopy(model)
-    prune_structured(structured, inputs, ratio=0.0, overrides={_producers(space): ratio})
+    apply_ratios(structured, inputs, {space.name: ratio})
     removed = prunable_count(model) - prunable_count(structured)
     masked = copy.deepcopy(model)
     layers = [f"^{re.escape(m)}$" for m in space.modules]
@@ -54,10 +51,10 @@ def adaptive_hybrid(model, example_inputs, sparsity, evaluate, *, ratio=0.5, tol
         structured = with_channels >= with_masks - tolerance
         report.choices[space.name] = "structured" if structured else "unstructured"
         if structured:
-            chosen[_producers(space)] = ratio
+            chosen[space.name] = ratio
     dense = prunable_count(model)
     if chosen:
-        prune_structured(model, inputs, ratio=0.0, overrides=chosen)
+        apply_ratios(model, inputs, chosen)
     prune_rest(model, sparsity, dense)
     counts = masks_sparsity(model)["global"]
     report.sparsity = 1 - (counts["params"] - counts["zeros"]) / dense

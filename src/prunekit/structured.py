@@ -220,7 +220,7 @@ def _record_removed(graph, plan, origin, removed):
             origin[key] = indices[kept]
 
 
-def _count(model):
+def param_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
@@ -274,10 +274,10 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
     inputs = _inputs(example_inputs)
     ignored = _ignored(model, ignore)
-    result = StructuredResult(model, params_before=_count(model))
+    result = StructuredResult(model, params_before=param_count(model))
     if granularity == "layer":
         _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
-        result.params_after = _count(model)
+        result.params_after = param_count(model)
         sync_config(model)
         return result
     criterion = get_channel(importance or "l2")
@@ -305,7 +305,7 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     for entry in result.removed.values():
         entry["out"].sort()
         entry["in"].sort()
-    result.params_after = _count(model)
+    result.params_after = param_count(model)
     sync_config(model)
     log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
     return result

@@ -98,13 +98,15 @@ def distillation_loss(logits, teacher_logits, y, alpha, temperature):
     return (1 - alpha) * hard + alpha * temperature ** 2 * soft
 
 
-def _loss(model, x, y, config, teacher):
+def student_loss(model, x, y, teacher=None, alpha=0.0, temperature=4.0):
+    """Cross-entropy of model(x); with a teacher and alpha > 0, distillation_loss against the
+    teacher's outputs (computed without gradients). For your own training loop."""
     logits = model(x)
-    if teacher is None or not config.distill:
+    if teacher is None or not alpha:
         return nn.functional.cross_entropy(logits, y)
     with torch.no_grad():
         target = teacher(x)
-    return distillation_loss(logits, target, y, config.distill, config.temperature)
+    return distillation_loss(logits, target, y, alpha, temperature)
 
 
 def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None, teacher=None):
@@ -114,7 +116,7 @@ def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=Non
     total_loss = batches = 0
     for x, y in dataset.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch,
                                       limit=config.limit or None):
-        loss = _loss(model, x, y, config, teacher)
+        loss = student_loss(model, x, y, teacher, config.distill, config.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
