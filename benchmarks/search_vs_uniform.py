@@ -1,6 +1,7 @@
 """Automatic per-layer search vs uniform pruning at a 50 % MACs target (issue 4).
 
-LeNet-5 (Caffe variant: conv 20, conv 50, fc 500, fc 10) on Fashion-MNIST. The dense net is
+--model lenet5 (Caffe variant: conv 20, conv 50, fc 500, fc 10; three channel spaces) or
+smallcnn (convs 16, 16, 32, 32 with BatchNorm, fc 128; five spaces) on Fashion-MNIST. The dense net is
 trained (--epochs, SGD lr 0.05 cosine, batch 128), then pruned two ways to the same MACs,
 and each is fine-tuned the same (--finetune epochs, lr 0.01). Test accuracy, mean +- std
 over seeds; every decision reads only the validation split.
@@ -18,7 +19,7 @@ over seeds; every decision reads only the validation split.
 --recover N: the search scores each candidate after a short fine-tuning of a copy on N
 training samples (NetAdapt's short-term fine-tuning) instead of right after the cut.
 
-    python benchmarks/search_vs_uniform.py [--kind channels] [--seeds 0,1,2] [--epochs 8]
+    python benchmarks/search_vs_uniform.py [--model lenet5] [--kind channels] [--seeds 0,1,2] [--epochs 8]
         [--finetune 3] [--target 0.5] [--recover 0] [--json f]
 """
 import argparse
@@ -79,7 +80,7 @@ def validation_metric(dataset, recover, seed):
 
 def run_seed(dataset, seed, args):
     torch.manual_seed(seed)
-    dense = zoo.build("lenet5")
+    dense = zoo.build(args.model)
     fit(dense, dataset, FitConfig(epochs=args.epochs, lr=0.05, seed=seed), quiet=True)
     x = dataset.val.x[:64]
     on_val = validation_metric(dataset, args.recover, seed)
@@ -100,6 +101,7 @@ def run_seed(dataset, seed, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("lenet5", "smallcnn"), default="lenet5")
     parser.add_argument("--kind", choices=("channels", "weights"), default="channels")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=8)

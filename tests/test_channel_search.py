@@ -44,6 +44,26 @@ def test_search_meets_the_macs_target_spending_where_it_costs_least():
     assert set(found.removed) >= {"3", "4", "8"} and model(x).shape == (2, 10)
 
 
+def test_search_gives_back_what_a_coarse_last_step_overshoots():
+    # 4 costly channels, then 64 cheap ones: the greedy cuts the 64 first, then the 4,
+    # whose one-channel steps overshoot a 92 % cut; the 64 must then get channels back.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    dense, x = copy.deepcopy(model), torch.randn(2, 3, 8, 8)
+    metric = lambda m: 100.0 - 3 * (4 - m[0].out_channels) - 0.01 * (64 - m[3].out_channels)  # noqa: E731
+    found = channel_search.search_channels(model, x, metric, 0.92, cost="macs")
+    kept = {"0": model[0].out_channels, "3": model[3].out_channels}
+    assert found.kept <= 0.08 and kept["0"] < 4 and kept["3"] < 64
+    for name, count in kept.items():  # one channel more anywhere breaks the target
+        trial = copy.deepcopy(dense)
+        widths = {"0": 4, "3": 64}
+        more = {n: 1 - (k + (n == name)) / widths[n] for n, k in kept.items()}
+        channel_search.apply_ratios(trial, x, more)
+        assert _macs(trial, x) / _macs(dense, x) > 0.08
+
+
 def test_search_floor_gives_the_cheapest_allocation_above_the_floor():
     model, x = _cnn(), torch.randn(2, 3, 8, 8)
     # floor 0.99: one point may go. The second conv's 14 channels (grid top 0.875) cost 0.14;

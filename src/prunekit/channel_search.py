@@ -8,8 +8,9 @@ model's: parameters, MACs, or latency timed side by side with the dense model).
 step loses the least validation metric per unit of cost saved. Savings do not add up (a
 conv's MACs shrink with its input and its output channels both; latency is not linear),
 so the allocation is applied and its cost *measured*, and the greedy goes on until the
-measured cost meets the target; the last step is then bisected, so the target is met
-closely rather than overshot. `search_channels_floor` is the dual: the cheapest allocation
+measured cost meets the target; the last step is then bisected, and (for parameters and
+MACs) the spaces cut get back whatever channels the budget still allows, so the target is
+met closely rather than overshot. `search_channels_floor` is the dual: the cheapest allocation
 along the same path whose measured validation retention stays at or above a floor.
 Decisions read only what `evaluate` reads (a validation split). The curves cost one
 evaluate() per space and grid ratio (pass them back in through `curves=` to reuse them).
@@ -144,6 +145,8 @@ def search_channels(model, example_inputs, evaluate, target, *, cost="macs", cur
         ratios = _allocation(path, names, taken)
         if _measured(model, example_inputs, ratios, kept, options) <= goal:
             ratios[name] = _bisect(model, example_inputs, ratios, name, before[name], kept, goal, options)
+            if cost != "latency":  # timing noise exceeds the slack a refill could win back
+                _refill(model, example_inputs, ratios, path[:taken], kept, goal, options)
             return _finish(model, example_inputs, evaluate, kept, ratios, path[:taken], options)
     raise PruneError(f"a {cost} target of {target} is out of reach: cutting every space to its grid's "
                      f"top ({grid[-1]}) does not remove that much")
@@ -159,6 +162,18 @@ def _bisect(model, example_inputs, ratios, name, low, kept, goal, options, round
         else:
             low = trial[name]
     return high
+
+
+def _refill(model, example_inputs, ratios, path, kept, goal, options):
+    """Give back what the budget still allows: channel counts are whole, so the bisected
+    step can overshoot the target; each cut space, the last-cut (costliest per saving)
+    first, gets back as many channels as keep the measured cost within `goal`."""
+    latest_first = list(dict.fromkeys(name for name, _ in reversed(path)))
+    for name in latest_first:
+        if ratios[name] > 0 and _measured(model, example_inputs, {**ratios, name: 0.0}, kept, options) > goal:
+            ratios[name] = _bisect(model, example_inputs, ratios, name, 0.0, kept, goal, options, rounds=10)
+        elif ratios[name] > 0:
+            ratios[name] = 0.0
 
 
 def _finish(model, example_inputs, evaluate, kept, ratios, path, options):

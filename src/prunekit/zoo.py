@@ -63,6 +63,30 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register("smallcnn")
+class SmallCNN(nn.Module):
+    """A small VGG-style CNN: two blocks of two 3x3 convs (16, then 32 channels) with
+    BatchNorm and ReLU, each block ending in a 2x2 max pool; fc 128, fc classes."""
+
+    def __init__(self, in_channels=1, num_classes=10, image_size=28, widths=(16, 32), hidden=128):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size,
+                       "widths": list(widths), "hidden": hidden}
+        layers, channels = [], in_channels
+        for width in widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        side = image_size // 2 ** len(widths)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 @register("mlp1d")
 class MLP1D(LeNet300):
     """MLP for MNIST-1D (40 features): 40-500-500-10 as in Greydanus & Kobak's lottery notebook."""
