@@ -95,3 +95,27 @@ def test_fit_with_a_teacher_pulls_the_student_towards_it(digits):
     assert agreement() > before + 0.4  # distill=1: no labels, all it learns comes from the teacher
     with pytest.raises(pk.PruneError, match="needs fit"):
         fit(student, digits, FitConfig(epochs=1, distill=0.5), quiet=True)
+
+
+def test_keep_best_callable_only_considers_epochs_it_allows(digits):
+    from prunekit.schedules import GradualPruner, Schedule, steps_per_epoch
+    torch.manual_seed(0)
+    model = zoo.build("lenet300", in_features=64)
+    per_epoch = steps_per_epoch(len(digits.train), 64)
+    pruner = GradualPruner(model, Schedule(final=0.9, end=2 * per_epoch, every=5))
+    result = fit(model, digits, FitConfig(epochs=4, lr=0.05, batch_size=64), quiet=True,
+                 on_step=lambda x, y: pruner.step(), keep_best=lambda: pruner.done)
+    after_schedule = [h["val"] for h in result.history[1:]]  # the schedule ends with epoch 2
+    assert result.best_epoch >= 2 and result.best_val == max(after_schedule)
+    assert evaluate(model, digits.val) == pytest.approx(result.best_val)
+    assert pk.sparsity(model)["global"]["sparsity"] == pytest.approx(0.9, abs=2e-3)  # never rolled back
+
+
+def test_keep_best_callable_can_pin_an_epoch_that_is_not_the_best(digits):
+    torch.manual_seed(0)
+    model, epochs_seen = zoo.build("lenet300", in_features=64), []
+    only_first = lambda: (epochs_seen.append(1), len(epochs_seen) == 1)[1]  # noqa: E731
+    result = fit(model, digits, FitConfig(epochs=3, lr=0.05, batch_size=64), quiet=True, keep_best=only_first)
+    vals = [h["val"] for h in result.history]
+    assert max(vals[1:]) > vals[0]  # a later epoch was better: it must not be the one kept
+    assert result.best_epoch == 1 and evaluate(model, digits.val) == pytest.approx(vals[0])

@@ -51,16 +51,17 @@ def _schedule(context, final, kind="cubic"):
 
 
 def _fit(model, context, config, on_step=None, keep_best=False):
-    """Train; with a schedule running, the last epoch (at the target sparsity) is kept."""
+    """Train; with a schedule running, only epochs at the target sparsity may be kept."""
     fit(model, context.dataset, config, quiet=True, on_step=on_step, keep_best=keep_best)
 
 
 @register("gradual", trains=True)
 def gradual(model, example_inputs, sparsity, seed, context=None):
-    """Zhu & Gupta's cubic schedule over the first 3/4 of the fine-tuning steps."""
+    """Zhu & Gupta's cubic schedule over the first 3/4 of the fine-tuning steps; the best
+    validation epoch after the schedule ends is kept."""
     context = _need(context)
     pruner = GradualPruner(model, _schedule(context, sparsity))
-    _fit(model, context, context.finetune, on_step=lambda x, y: pruner.step())
+    _fit(model, context, context.finetune, on_step=lambda x, y: pruner.step(), keep_best=lambda: pruner.done)
     prune_magnitude(model, sparsity)  # a schedule shorter than one due step still ends on target
     return model
 

@@ -84,3 +84,8 @@ class GradualPruner:
     def step(self) -> None:
         self.t += 1
         self._prune(self.t)
+
+    @property
+    def done(self) -> bool:
+        """Whether the schedule has reached its final sparsity (no mask update is left)."""
+        return self.t >= self.schedule.end

@@ -129,12 +129,13 @@ def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=Non
 
 
 def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=None,
-        quiet: bool = False, on_step=None, keep_best: bool = True, teacher=None) -> FitResult:
+        quiet: bool = False, on_step=None, keep_best=True, teacher=None) -> FitResult:
     """Train on dataset.train, pick the epoch with the best dataset.val accuracy, load it.
 
     `on_step(x, y)` runs after every optimizer step (GradualPruner.step, DynamicSparsity.step).
-    With keep_best=False the last epoch's weights stay (a schedule that ends with the
-    target sparsity must not be rolled back to an earlier, denser epoch). With a `teacher`
+    With keep_best=False the last epoch's weights stay. keep_best may also be a callable: an
+    epoch is a candidate only if it returns True after that epoch, e.g. `lambda: pruner.done`,
+    so a schedule is never rolled back to an earlier, denser epoch. With a `teacher`
     (the dense model, say) and config.distill > 0, the loss adds its soft targets."""
     config = config or FitConfig()
     if config.distill and teacher is None:
@@ -156,7 +157,7 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
             val = evaluate(model, dataset.val)
             history.append({"epoch": epoch + 1, "loss": loss, "val": val})
             log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, loss, val)
-            if val > best["val"]:
+            if val > best["val"] and (not callable(keep_best) or keep_best()):
                 best = {"val": val, "epoch": epoch + 1,
                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             if last:
