@@ -106,19 +106,51 @@ def measure(name, args):
     return rows
 
 
-def deployed(model, x, form):
+def deployed(model, x, form, threads):
     """The model as it would be run: "eager" as is; "frozen" traced, frozen and passed through
-    torch.jit.optimize_for_inference (BatchNorm folded into the convs, weights prepacked)."""
+    torch.jit.optimize_for_inference (BatchNorm folded into the convs, weights prepacked);
+    "onnxruntime" exported to ONNX and run by an ONNX Runtime CPU session (all graph
+    optimisations, `threads` intra-op threads)."""
     import torch
     if form == "eager":
         return model
+    if form == "onnxruntime":
+        return onnxruntime_model(model, x, threads)
     with torch.no_grad():
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), x)))
 
 
+def onnxruntime_model(model, x, threads):
+    """An nn.Module (for time_models) that runs `model`'s ONNX export in ONNX Runtime, checked
+    against the module's own output on `x`."""
+    import io
+    import onnxruntime as ort
+    import torch
+
+    class Ort(torch.nn.Module):
+        def __init__(self, session):
+            super().__init__()
+            self.session = session
+
+        def forward(self, inputs):
+            return torch.from_numpy(self.session.run(None, {"x": inputs.numpy()})[0])
+
+    buffer = io.BytesIO()
+    torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, input_names=["x"], opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    ported = Ort(ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"]))
+    with torch.no_grad():
+        expected = model(x)
+    if not torch.allclose(ported(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-3):
+        raise RuntimeError("the ONNX Runtime session disagrees with the PyTorch model")
+    return ported
+
+
 def _time_form(name, form, batch, models, info, x, args):
     from prunekit.measure.latency import time_models
-    ready = {label: deployed(model, x, form) for label, model in models.items()}
+    ready = {label: deployed(model, x, form, args.threads) for label, model in models.items()}
     timing = time_models(ready, (x,), repeats=args.repeats, warmup=args.warmup, threads=args.threads)
     rows = []
     for label in info:
@@ -162,8 +194,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="default: all cores")
     parser.add_argument("--tp", action=argparse.BooleanOptionalAction, default=True,
                         help="also time Torch-Pruning's pruned models")
-    parser.add_argument("--forms", default="eager,frozen", help="eager and/or frozen (TorchScript, "
-                        "optimize_for_inference): dense and pruned are timed in the same form")
+    parser.add_argument("--forms", default="eager,frozen", help="eager, frozen (TorchScript, "
+                        "optimize_for_inference) and/or onnxruntime: dense and pruned are timed in the same form")
     parser.add_argument("--round-tos", default="1,8", help="round_to values to prune with")
     parser.add_argument("--json")
     args = parser.parse_args()
