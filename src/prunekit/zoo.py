@@ -87,6 +87,25 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register("mnistcnn")
+class MnistCNN(nn.Module):
+    """The CNN of PyTorch's MNIST example (examples/mnist/main.py): conv 32 (3x3), ReLU,
+    conv 64 (3x3), ReLU, 2x2 max pool, dropout 0.25, fc 128, ReLU, dropout 0.5, fc classes."""
+
+    def __init__(self, in_channels=1, num_classes=10, image_size=28):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
+        side = (image_size - 4) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Dropout(0.25))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 @register("mlp1d")
 class MLP1D(LeNet300):
     """MLP for MNIST-1D (40 features): 40-500-500-10 as in Greydanus & Kobak's lottery notebook."""
