@@ -57,6 +57,8 @@ from torch import nn
 import prunekit as pk
 from prunekit import data
 from prunekit.criteria import bn_l1_penalty
+from prunekit.schedules import Schedule, steps_per_epoch
+from prunekit.soft import SoftChannelPruner
 from prunekit.train import evaluate, student_loss
 from _stats import mean_std as stats
 
@@ -73,6 +75,7 @@ SWEEP = {(0, 0.01): 1.74, (1e-4, 0.01): 1.64, (3e-4, 0.01): 1.71, (3e-4, 0.05): 
          (1e-3, 0.05): 1.60, (1e-3, 0.1): 1.62, (3e-3, 0.01): 2.19, (1e-2, 0.01): 3.45}
 LABELS = {"slimmed": ("slimmed (bn_scale, per layer)", PAPER["slimmed_error"]),
           "slimmed_distilled": ("slimmed, distilled fine-tuning", PAPER["slimmed_error"]),
+          "slimmed_gradual": ("slimmed, gradual removal", PAPER["slimmed_error"]),
           "paper_rule": ("slimmed, paper's raw threshold", ""),
           "prunekit_global": ("slimmed, prunekit scope=global", ""),
           "l2_baseline": ("baseline: no L1, l2 per layer", "")}
@@ -87,10 +90,12 @@ def build():
 
 
 def train(model, mnist, epochs, *, lr, batch_size, weight_decay, s=0.0, seed=0, limit=None, teacher=None,
-          alpha=0.0):
+          alpha=0.0, on_step=None, eligible=None):
     """SGD (momentum 0.9, cosine) on cross-entropy + s * sum|gamma| (with a teacher: its soft
     targets at T = 4 weighted alpha, prunekit.train.student_loss); keeps the best-val epoch,
-    or the last one when the validation split is part of the training data (--full-train)."""
+    or the last one when the validation split is part of the training data (--full-train).
+    `on_step()` runs after each optimizer step; with `eligible`, only epochs after which it
+    returns True may be kept (a pruning schedule must have finished)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     best_val, best_state = -1.0, None
@@ -103,9 +108,11 @@ def train(model, mnist, epochs, *, lr, batch_size, weight_decay, s=0.0, seed=0, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if on_step is not None:
+                on_step()
         sched.step()
         val = evaluate(model, mnist.val)
-        if val > best_val or FULL_TRAIN:
+        if (val > best_val or FULL_TRAIN) and (eligible is None or eligible()):
             best_val, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return best_val
@@ -190,6 +197,22 @@ def slim_row(sparse, mnist, prune, finetune, seed, limit, report, teacher=None, 
     return row, model
 
 
+def slim_gradually(sparse, mnist, finetune, seed, limit):
+    """Slimming with gradual removal: from the L1-trained model, fine-tuning masks the hidden
+    neurons with the smallest |gamma| on a cubic schedule (0 -> 80 % of each layer, the
+    paper's 784-100-60-10) over the first half of the fine-tuning steps, keeps the best
+    validation epoch after that, and removes the masked neurons (SoftChannelPruner)."""
+    model = copy_of(sparse)
+    steps = steps_per_epoch(len(mnist.train), FINETUNE["batch_size"], limit or 0) * finetune
+    schedule = Schedule(final=0.8, end=max(1, steps // 2), every=max(1, steps // 40))
+    pruner = SoftChannelPruner(model, example(), schedule, importance="bn_scale")
+    val = train(model, mnist, finetune, seed=seed, limit=limit, on_step=pruner.step,
+                eligible=lambda: pruner.t >= schedule.end, **FINETUNE)
+    res = pruner.finish()
+    return {"arch": arch(model), "params_before": res.params_before, "params_after": res.params_after,
+            "reduction": 100 * (1 - res.params_after / res.params_before), "val_error": 100 * (1 - val), "error": error(model, mnist.test)}
+
+
 def run_seed(mnist, seed, s, epochs, finetune, limit, distill=0.0):
     t0 = time.time()
     torch.manual_seed(seed)
@@ -208,6 +231,7 @@ def run_seed(mnist, seed, s, epochs, finetune, limit, distill=0.0):
     result["paper_rule"] = slim_row(sparse, mnist, prune_paper_rule, finetune, seed, limit, True)[0]
     result["prunekit_global"] = slim_row(sparse, mnist, prune_prunekit_global, finetune, seed, limit, True)[0]
     result["l2_baseline"] = slim_row(dense, mnist, lambda m: prune_fixed(m, "l2"), finetune, seed, limit, True)[0]
+    result["slimmed_gradual"] = slim_gradually(sparse, mnist, finetune, seed, limit)
     if distill:
         dense.eval()
         result["slimmed_distilled"] = slim_row(sparse, mnist, lambda m: prune_fixed(m, "bn_scale"), finetune, seed,
@@ -249,13 +273,15 @@ def summarize(results):
     for key in [k for k in LABELS if k in results[0]]:
         rows = [r[key] for r in results]
         summary[key] = {"arch": sorted({r["arch"] for r in rows}),
-                        "error_pruned": stats([r["error_pruned"] for r in rows]),
+                        "error_pruned": stats([r["error_pruned"] for r in rows]) if "error_pruned" in rows[0] else None,
                         "error": stats([r["error"] for r in rows]),
                         "reduction": stats([r["reduction"] for r in rows])}
     return summary
 
 
 def fmt(s):
+    if s is None:
+        return "-"
     return f"{s['mean']:.2f} +- {s['std']:.2f}"
 
 
@@ -308,7 +334,7 @@ def main():
     print(f"paper: {PAPER['dense_error']} % dense -> {PAPER['slimmed_error']} % at {PAPER['arch']} "
           f"({PAPER['param_reduction']:.0f} % fewer parameters)")
     dense = summary["dense_error"]["mean"]
-    for key in ("slimmed", "slimmed_distilled"):
+    for key in ("slimmed", "slimmed_distilled", "slimmed_gradual"):
         if key in summary:
             slim = summary[key]["error"]["mean"]
             print(f"goal, {LABELS[key][0]} (within our dense + 0.1 points): "
