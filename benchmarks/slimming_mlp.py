@@ -207,7 +207,7 @@ def slim_gradually(sparse, mnist, finetune, seed, limit):
     schedule = Schedule(final=0.8, end=max(1, steps // 2), every=max(1, steps // 40))
     pruner = SoftChannelPruner(model, example(), schedule, importance="bn_scale")
     val = train(model, mnist, finetune, seed=seed, limit=limit, on_step=pruner.step,
-                eligible=lambda: pruner.t >= schedule.end, **FINETUNE)
+                eligible=lambda: pruner.done, **FINETUNE)
     res = pruner.finish()
     return {"arch": arch(model), "params_before": res.params_before, "params_after": res.params_after,
             "reduction": 100 * (1 - res.params_after / res.params_before), "val_error": 100 * (1 - val), "error": error(model, mnist.test)}

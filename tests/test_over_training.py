@@ -65,7 +65,10 @@ def test_gradual_pruner_follows_the_schedule_and_masks_only_grow():
         pruner.step()
         seen.append([masks.get_mask(m).clone() for _, m, _ in masks.masked_modules(model)])
 
-    _sgd_steps(model, 24, on_step)
+    _sgd_steps(model, 19, on_step)
+    assert not pruner.done
+    _sgd_steps(model, 5, on_step, seed=20)
+    assert pruner.done
     assert [t for t, _ in pruner.history] == [t for t in range(25) if schedule.due(t) and schedule.sparsity_at(t) > 0]
     for (t, reached) in pruner.history:
         assert reached == pytest.approx(schedule.sparsity_at(t), abs=2e-3)
@@ -293,7 +296,10 @@ def _cnn_steps(model, steps, on_step):
 def test_soft_channel_pruning_zeroes_then_removes_exactly(mode):
     model, x = _small_cnn(), torch.randn(2, 3, 8, 8)
     pruner = SoftChannelPruner(model, (x,), Schedule(final=0.5, begin=0, end=12, every=4), mode=mode)
-    _cnn_steps(model, 12, pruner.step)
+    _cnn_steps(model, 11, pruner.step)
+    assert not pruner.done
+    _cnn_steps(model, 1, pruner.step)
+    assert pruner.done
     assert [t for t, _ in pruner.history] == [4, 8, 12]
     if mode == "mask":  # masked channels only ever grow, and stay exactly zero while training
         assert pruner.history[0][1] < pruner.history[-1][1]

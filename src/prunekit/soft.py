@@ -45,6 +45,11 @@ class SoftChannelPruner:
         if self.schedule.due(self.t) and self.schedule.sparsity_at(self.t) > 0:
             self._update(self.schedule.sparsity_at(self.t))
 
+    @property
+    def done(self) -> bool:
+        """Whether the schedule has reached its final ratio (for fit(keep_best=lambda: pruner.done))."""
+        return self.t >= self.schedule.end
+
     def _update(self, ratio):
         order = units(self.graph)
         scores = self.criterion(self.graph, self.model, None, None)
