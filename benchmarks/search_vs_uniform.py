@@ -19,9 +19,11 @@ over seeds; every decision reads only the validation split.
 
 --recover N: the search scores each candidate after a short fine-tuning of a copy on N
 training samples (NetAdapt's short-term fine-tuning) instead of right after the cut.
+--adaptive-bn N: ... after re-estimating the copy's BatchNorm statistics on N training samples
+(EagleEye's adaptive BN; prunekit.train.recalibrate_batchnorm), for nets with BatchNorm.
 
     python benchmarks/search_vs_uniform.py [--model lenet5] [--kind channels] [--seeds 0,1,2] [--epochs 8]
-        [--finetune 3] [--target 0.5] [--recover 0] [--json f]
+        [--finetune 3] [--target 0.5] [--recover 0] [--adaptive-bn 0] [--json f]
 """
 import argparse
 import copy
@@ -34,7 +36,7 @@ import torch
 import prunekit as pk
 from prunekit import channel_search, data, search, zoo
 from prunekit.measure.macs import layer_stats, totals
-from prunekit.train import FitConfig, evaluate, fit
+from prunekit.train import FitConfig, evaluate, fit, recalibrate_batchnorm
 from _stats import summarize
 
 
@@ -66,9 +68,13 @@ def prune_channels(dense, x, on_val, target):
                                "search_allocation": found.ratios, "search_macs_kept": found.kept}
 
 
-def validation_metric(dataset, recover, seed):
+def validation_metric(dataset, recover, seed, adaptive_bn=0):
     """Validation accuracy; with `recover` > 0, of a copy first fine-tuned on that many training
-    samples (NetAdapt's short-term fine-tuning: closer to what the fine-tuned model will reach)."""
+    samples (NetAdapt's short-term fine-tuning: closer to what the fine-tuned model will reach);
+    with `adaptive_bn` > 0, of a copy whose BatchNorm statistics were re-estimated on that many
+    training samples (EagleEye's adaptive BN)."""
+    if adaptive_bn and not recover:
+        return lambda m: evaluate(recalibrate_batchnorm(copy.deepcopy(m), dataset.train, adaptive_bn), dataset.val)
     if not recover:
         return lambda m: evaluate(m, dataset.val)
 
@@ -84,7 +90,7 @@ def run_seed(dataset, seed, args):
     dense = zoo.build(args.model)
     fit(dense, dataset, FitConfig(epochs=args.epochs, lr=0.05, seed=seed), quiet=True)
     x = dataset.val.x[:64]
-    on_val = validation_metric(dataset, args.recover, seed)
+    on_val = validation_metric(dataset, args.recover, seed, args.adaptive_bn)
     prune = prune_channels if args.kind == "channels" else prune_weights
     uniform, searched, result = prune(dense, x, on_val, args.target)
     result["dense"] = 100 * evaluate(dense, dataset.test)
@@ -110,6 +116,8 @@ def main():
     parser.add_argument("--target", type=float, default=0.5, help="fraction of MACs removed")
     parser.add_argument("--recover", type=int, default=0,
                         help="search: score each candidate after fine-tuning a copy on this many samples")
+    parser.add_argument("--adaptive-bn", type=int, default=0,
+                        help="search: score each candidate after re-estimating its BatchNorm statistics on this many samples")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)

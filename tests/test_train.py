@@ -119,3 +119,17 @@ def test_keep_best_callable_can_pin_an_epoch_that_is_not_the_best(digits):
     vals = [h["val"] for h in result.history]
     assert max(vals[1:]) > vals[0]  # a later epoch was better: it must not be the one kept
     assert result.best_epoch == 1 and evaluate(model, digits.val) == pytest.approx(vals[0])
+
+
+def test_recalibrate_batchnorm_estimates_the_statistics_the_model_now_sees():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Dropout(0.5)).eval()
+    weight = model[0].weight.detach().clone()
+    x = torch.randn(500, 4) * 3 + 1
+    split = data.Split(x, torch.zeros(500, dtype=torch.long))
+    train.recalibrate_batchnorm(model, split, samples=500, batch_size=50)
+    with torch.no_grad():
+        features = model[0](x)
+    torch.testing.assert_close(model[1].running_mean, features.mean(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model[1].running_var, features.var(0), rtol=2e-2, atol=1e-3)
+    assert not model.training and model[1].momentum == 0.1 and torch.equal(model[0].weight, weight)

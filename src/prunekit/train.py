@@ -55,6 +55,33 @@ def evaluate(model: nn.Module, split, batch_size: int = 1000) -> float:
     return correct / max(total, 1)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, split, samples: int = 2000, batch_size: int = 100) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance on `samples` of `split` (in
+    place; weights untouched). Removing channels shifts the statistics each BatchNorm sees,
+    so a freshly pruned model's stale ones misjudge it (EagleEye, Li et al. 2020: with them
+    recalibrated, accuracy right after pruning predicts accuracy after fine-tuning far
+    better). Does nothing on a model without BatchNorm; the training flag is restored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    was_training, saved = model.training, [(m, m.momentum) for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.eval()
+    for norm in norms:
+        norm.train()
+    try:
+        for x, _ in split.batches(batch_size, limit=samples):
+            model(x)
+    finally:
+        for norm, momentum in saved:
+            norm.momentum = momentum
+        model.train(was_training)
+    return model
+
+
 def _optimizer(model, config):
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
