@@ -170,10 +170,12 @@ def _refill(model, example_inputs, ratios, path, kept, goal, options):
     first, gets back as many channels as keep the measured cost within `goal`."""
     latest_first = list(dict.fromkeys(name for name, _ in reversed(path)))
     for name in latest_first:
-        if ratios[name] > 0 and _measured(model, example_inputs, {**ratios, name: 0.0}, kept, options) > goal:
+        if ratios[name] == 0:
+            continue
+        if _measured(model, example_inputs, {**ratios, name: 0.0}, kept, options) <= goal:
+            ratios[name] = 0.0  # the whole space fits back
+        else:
             ratios[name] = _bisect(model, example_inputs, ratios, name, 0.0, kept, goal, options, rounds=10)
-        elif ratios[name] > 0:
-            ratios[name] = 0.0
 
 
 def _finish(model, example_inputs, evaluate, kept, ratios, path, options):

@@ -51,7 +51,8 @@ def _schedule(context, final, kind="cubic"):
 
 
 def _fit(model, context, config, on_step=None, keep_best=False):
-    """Train; with a schedule running, only epochs at the target sparsity may be kept."""
+    """Train; keep_best as in fit: by default the last epoch stays (a running schedule or
+    regrowth ends there), a callable limits the best-epoch choice to the epochs it allows."""
     fit(model, context.dataset, config, quiet=True, on_step=on_step, keep_best=keep_best)
 
 
