@@ -5,11 +5,12 @@ eval mode, 50 % of the channels removed (--ratio) by prunekit with round_to=1 an
 and, side by side, by Torch-Pruning 1.6.1 (BasePruner, GroupMagnitudeImportance(p=2), the
 classifier ignored, round_to None and 8). Every variant is timed with
 prunekit.measure.latency.time_models in one interleaved loop per batch size (1 and 32,
-224x224) and form, fixed thread count (default: all cores), median of --repeats. Two forms
+224x224) and form, fixed thread count (default: all cores), median of --repeats. Forms
 (--forms): "eager", the nn.Module as it is, and "frozen", the way a CPU deployment runs it:
 torch.jit.trace + freeze + optimize_for_inference (BatchNorm folded into the convs, oneDNN
-weight prepacking); dense and pruned models are always timed in the same form. For each pruned
-model:
+weight prepacking); a third, "onnxruntime", runs each model's ONNX export in an ONNX
+Runtime CPU session (pip install -e '.[bench]'). Dense and pruned models are always timed in
+the same form. For each pruned model:
 
     efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs)
 
@@ -19,7 +20,7 @@ hurt CPU kernels: the round_to=8 rows show whether they do.
 
     python benchmarks/realized_speedup.py [--models resnet50,tf_efficientnet_lite0]
         [--batches 1,32] [--ratio 0.5] [--repeats 30] [--warmup 5] [--threads N] [--no-tp]
-        [--round-tos 1,8]
+        [--round-tos 1,8] [--forms eager,frozen,onnxruntime]
         [--json out.json]
 """
 import argparse
