@@ -73,16 +73,16 @@ def validation_metric(dataset, recover, seed, adaptive_bn=0):
     samples (NetAdapt's short-term fine-tuning: closer to what the fine-tuned model will reach);
     with `adaptive_bn` > 0, of a copy whose BatchNorm statistics were re-estimated on that many
     training samples (EagleEye's adaptive BN)."""
-    if adaptive_bn and not recover:
-        return lambda m: evaluate(recalibrate_batchnorm(copy.deepcopy(m), dataset.train, adaptive_bn), dataset.val)
-    if not recover:
-        return lambda m: evaluate(m, dataset.val)
-
-    def metric(model):
+    def recovered(model):
         trial = copy.deepcopy(model)
         fit(trial, dataset, FitConfig(epochs=1, lr=0.01, limit=recover, seed=seed), quiet=True, keep_best=False)
         return evaluate(trial, dataset.val)
-    return metric
+
+    if recover:
+        return recovered
+    if adaptive_bn:
+        return lambda m: evaluate(recalibrate_batchnorm(copy.deepcopy(m), dataset.train, adaptive_bn), dataset.val)
+    return lambda m: evaluate(m, dataset.val)
 
 
 def run_seed(dataset, seed, args):

@@ -183,11 +183,15 @@ def sparsity_stats(model):
             "gamma_160th": float(torch.cat(g).sort(descending=True).values[sum(TARGET) - 1])}
 
 
+def size_row(model, res):
+    """The slimmed architecture and its parameter counts (res: a StructuredResult)."""
+    return {"arch": arch(model), "params_before": res.params_before, "params_after": res.params_after,
+            "reduction": 100 * (1 - res.params_after / res.params_before)}
+
+
 def slim_row(sparse, mnist, prune, finetune, seed, limit, report, teacher=None, alpha=0.0):
     model = copy_of(sparse)
-    res = prune(model)
-    row = {"arch": arch(model), "params_before": res.params_before, "params_after": res.params_after,
-           "reduction": 100 * (1 - res.params_after / res.params_before)}
+    row = size_row(model, prune(model))
     if report:
         row["error_pruned"] = error(model, mnist.test)
     val = train(model, mnist, finetune, seed=seed, limit=limit, teacher=teacher, alpha=alpha, **FINETUNE)
@@ -208,9 +212,8 @@ def slim_gradually(sparse, mnist, finetune, seed, limit):
     pruner = SoftChannelPruner(model, example(), schedule, importance="bn_scale")
     val = train(model, mnist, finetune, seed=seed, limit=limit, on_step=pruner.step,
                 eligible=lambda: pruner.done, **FINETUNE)
-    res = pruner.finish()
-    return {"arch": arch(model), "params_before": res.params_before, "params_after": res.params_after,
-            "reduction": 100 * (1 - res.params_after / res.params_before), "val_error": 100 * (1 - val), "error": error(model, mnist.test)}
+    row = size_row(model, pruner.finish())
+    return {**row, "val_error": 100 * (1 - val), "error": error(model, mnist.test)}
 
 
 def run_seed(mnist, seed, s, epochs, finetune, limit, distill=0.0):
