@@ -6,7 +6,7 @@ epochs (SGD cosine from lr 0.05, LeNet-5 0.02, batch 64, weight decay 1e-4), eit
   - one-shot: global magnitude pruning to the target, then fine-tuning, best validation
     epoch kept; or
   - gradual: prunekit.schedules.GradualPruner, cubic from 0 to the target over the first
-    3/4 of the steps, masks updated every 1/40 of them (global magnitude), the best
+    3/4 of the steps (--end), masks updated every 1/40 of them (global magnitude), the best
     validation epoch after the schedule ends kept (earlier epochs are denser). Runs before
     2026-11-25 kept the last epoch instead (their JSON has no "selection" key).
 Test error, mean +- std over seeds. Goals (issue 4): gradual at least as accurate as one-shot;
@@ -14,7 +14,7 @@ LeNet-300-100 at 50x (98 %) with test error <= 1.64 % (Han et al.'s dense error;
 12x; RigL reports 1.44 % at 87 %).
 
     python benchmarks/gradual_vs_oneshot.py [--seeds 0,1,2] [--models lenet300,lenet5]
-        [--epochs 20] [--finetune 10] [--json f]
+        [--epochs 20] [--finetune 10] [--sparsities 0.95,0.98] [--end 0.75] [--json f]
 """
 import argparse
 import copy
@@ -46,10 +46,10 @@ def one_shot(dense, dataset, sparsity, config):
     return model
 
 
-def gradual(dense, dataset, sparsity, config):
+def gradual(dense, dataset, sparsity, config, end_fraction=0.75):
     model = copy.deepcopy(dense)
     total = steps_per_epoch(len(dataset.train), config.batch_size) * config.epochs
-    end = 3 * total // 4
+    end = int(end_fraction * total)
     pruner = GradualPruner(model, Schedule(final=sparsity, begin=0, end=end, every=max(1, total // 40)))
     fit(model, dataset, config, quiet=True, on_step=lambda x, y: pruner.step(), keep_best=lambda: pruner.done)
     return model
@@ -63,8 +63,9 @@ def run_seed(name, dataset, seed, args):
         quiet=True)
     finetune = FitConfig(epochs=args.finetune, lr=finetune_lr, batch_size=64, weight_decay=1e-4, seed=seed)
     result = {"dense": _error(dense, dataset)}
-    for sparsity in SPARSITIES:
-        for label, method in (("one-shot", one_shot), ("gradual", gradual)):
+    methods = (("one-shot", one_shot), ("gradual", lambda *a: gradual(*a, end_fraction=args.end)))
+    for sparsity in args.sparsities:
+        for label, method in methods:
             model = method(dense, dataset, sparsity, finetune)
             reached = pk.sparsity(model)["global"]["sparsity"]
             result[f"{label}@{sparsity}"] = {"error": _error(model, dataset), "sparsity": reached}
@@ -80,6 +81,10 @@ def main():
     parser.add_argument("--models", default="lenet300,lenet5")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--finetune", type=int, default=10)
+    parser.add_argument("--sparsities", type=lambda s: [float(v) for v in s.split(",")],
+                        default=list(SPARSITIES))
+    parser.add_argument("--end", type=float, default=0.75,
+                        help="fraction of the fine-tuning budget at which gradual reaches the target")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)

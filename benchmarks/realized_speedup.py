@@ -16,17 +16,23 @@ the same form. For each pruned model:
 
 MACs from prunekit.measure.macs (Conv/Linear layers). 1.0 means the latency fell exactly as
 much as the MACs did; the goal is >= 0.85. Channel counts that are not multiples of 8 can
-hurt CPU kernels: the round_to=8 rows show whether they do.
+hurt CPU kernels: the round_to=8 rows show whether they do. --keep-streams adds, for
+EfficientNet-Lite0, "pk wide" rows: the same number of channels removed in all, but only
+from the wide expanded layers, the narrow residual streams kept (a common recipe for
+inverted-residual nets); they cut fewer MACs, so their efficiency is not comparable as a
+speedup: compare the milliseconds.
 
     python benchmarks/realized_speedup.py [--models resnet50,tf_efficientnet_lite0]
         [--batches 1,32] [--ratio 0.5] [--repeats 30] [--warmup 5] [--threads N] [--no-tp]
-        [--round-tos 1,8] [--forms eager,frozen,onnxruntime]
+        [--round-tos 1,8] [--forms eager,frozen,onnxruntime] [--keep-streams]
         [--json out.json]
 """
 import argparse
 import copy
+import functools
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -60,9 +66,28 @@ def prune_torch_pruning(model, x, ratio, round_to):
                          round_to=None if round_to == 1 else round_to).step()
 
 
-def variants(use_tp, round_tos=(1, 8)):
+# Spaces that carry an inverted-residual block's narrow output (the residual stream), by model
+STREAMS = {"tf_efficientnet_lite0": r".*conv_pwl|blocks\.0\.0\.conv_pw"}
+
+
+def prune_wide_only(model, x, ratio, round_to, streams):
+    """Keep the spaces matching `streams`; take from the others the ratio that removes the same
+    number of channels in all as `ratio` of every space would."""
+    import prunekit as pk
+    from prunekit.graph import analyze
+    spaces = analyze(model, (x,)).spaces
+    total = sum(len(s.units) for s in spaces)
+    wide = sum(len(s.units) for s in spaces if not any(re.fullmatch(streams, m) for m in s.modules))
+    pk.prune_structured(model, (x,), ratio=min(1.0, ratio * total / wide), round_to=round_to,
+                        overrides={streams: 0.0})
+
+
+def variants(use_tp, round_tos=(1, 8), streams=None):
     """(label, pruning function, round_to)."""
     out = [(f"prunekit r{r}", prune_prunekit, r) for r in round_tos]
+    if streams:
+        wide_only = functools.partial(prune_wide_only, streams=streams)
+        out += [(f"pk wide r{r}", wide_only, r) for r in round_tos]
     if use_tp:
         out += [(f"TP r{r}", prune_torch_pruning, r) for r in round_tos]
     return out
@@ -84,7 +109,8 @@ def measure(name, args):
     x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     models = {"dense": dense}
     info = {"dense": {"params": sum(p.numel() for p in dense.parameters()), "macs": _macs(dense, x1)}}
-    for label, prune, round_to in variants(args.tp, args.round_tos):
+    streams = STREAMS.get(name) if args.keep_streams else None
+    for label, prune, round_to in variants(args.tp, args.round_tos, streams):
         model = copy.deepcopy(dense)
         try:
             prune(model, x1, args.ratio, round_to)
@@ -198,6 +224,8 @@ def main():
     parser.add_argument("--forms", default="eager,frozen", help="eager, frozen (TorchScript, "
                         "optimize_for_inference) and/or onnxruntime: dense and pruned are timed in the same form")
     parser.add_argument("--round-tos", default="1,8", help="round_to values to prune with")
+    parser.add_argument("--keep-streams", action="store_true", help="also prune only the wide "
+                        "(expanded) channels of inverted-residual models, as many channels in all")
     parser.add_argument("--json")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]

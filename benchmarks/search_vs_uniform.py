@@ -1,6 +1,7 @@
 """Automatic per-layer search vs uniform pruning at a 50 % MACs target (issue 4).
 
---model lenet5 (Caffe variant: conv 20, conv 50, fc 500, fc 10; three channel spaces) or
+--model lenet5 (Caffe variant: conv 20, conv 50, fc 500, fc 10; three channel spaces),
+resnet8 (He et al.'s CIFAR ResNet, one basic block per stage: 16, 32, 64 channels) or
 smallcnn (convs 16, 16, 32, 32 with BatchNorm, fc 128; five spaces) or mnistcnn (PyTorch's
 MNIST example: conv 32, conv 64, fc 128, dropout; three spaces) on Fashion-MNIST. The dense net is
 trained (--epochs, SGD lr 0.05 cosine, batch 128), then pruned two ways to the same MACs,
@@ -108,7 +109,7 @@ def run_seed(dataset, seed, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("lenet5", "smallcnn", "mnistcnn"), default="lenet5")
+    parser.add_argument("--model", choices=("lenet5", "smallcnn", "mnistcnn", "resnet8"), default="lenet5")
     parser.add_argument("--kind", choices=("channels", "weights"), default="channels")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=8)

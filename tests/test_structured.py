@@ -75,6 +75,7 @@ MODELS = {
     "lenet300": (lambda: zoo.build("lenet300"), (4, 1, 28, 28)),
     "smallcnn": (lambda: zoo.build("smallcnn"), (4, 1, 28, 28)),
     "mnistcnn": (lambda: zoo.build("mnistcnn").eval(), (4, 1, 28, 28)),
+    "resnet8": (lambda: zoo.build("resnet8"), (4, 1, 28, 28)),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (2, 3, 64, 64)),
     "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), (2, 3, 64, 64)),
     "shufflenet_v2": (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10), (2, 3, 64, 64)),
@@ -297,7 +298,7 @@ def test_save_load_structured_kitchen(tmp_path):
     assert loaded.grouped[0].groups == 4 and loaded.norm.num_channels == model.norm.num_channels
 
 
-@pytest.mark.parametrize("name", ["lenet5", "smallcnn", "mnistcnn"])
+@pytest.mark.parametrize("name", ["lenet5", "smallcnn", "mnistcnn", "resnet8"])
 def test_save_load_structured_zoo_model_from_data_alone(tmp_path, name):
     model, x = randomize_norms(zoo.build(name)).eval(), torch.randn(2, 1, 28, 28)
     pk.prune_structured(model, x, ratio=0.4)
