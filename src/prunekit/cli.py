@@ -179,13 +179,7 @@ def cmd_env(args):
         _write_json(args.json, info)
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="prunekit", description="Prune PyTorch models and measure what it bought.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add = sub.add_parser
-
+def _add_compare(add, common):
     p = add("compare", parents=[common], help="magnitude vs structured pruning side by side (the main job)")
     p.add_argument("--model", help="zoo model (lenet5, lenet300, mlp1d); default: the dataset's")
     p.add_argument("--dataset", help="mnist (default), fashion-mnist, mnist1d, digits, or an IDX folder")
@@ -201,6 +195,8 @@ def _parser():
     p.add_argument("--json", help="also write the result JSON here")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_prune(add, common):
     p = add("prune", parents=[common], help="prune a saved model")
     p.add_argument("input"), p.add_argument("output")
     p.add_argument("--sparsity", type=float, required=True,
@@ -221,6 +217,8 @@ def _parser():
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_prune)
 
+
+def _add_finetune(add, common):
     p = add("finetune", parents=[common], help="fine-tune a saved model (masks stay enforced)")
     p.add_argument("input"), p.add_argument("output")
     p.add_argument("--dataset", default="mnist")
@@ -230,6 +228,8 @@ def _parser():
     p.add_argument("--checkpoints", help="folder for per-epoch checkpoints (resumes if present)")
     p.set_defaults(func=cmd_finetune)
 
+
+def _add_evaluate(add, common):
     p = add("evaluate", parents=[common], help="accuracy, counts, MACs, latency of a saved model")
     p.add_argument("input")
     p.add_argument("--dataset", default="mnist")
@@ -237,11 +237,15 @@ def _parser():
     p.add_argument("--json")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_export(add, common):
     p = add("export", parents=[common], help="re-save a model as dense or compressed safetensors")
     p.add_argument("input"), p.add_argument("output")
     p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
     p.set_defaults(func=cmd_export)
 
+
+def _add_sensitivity(add, common):
     p = add("sensitivity", parents=[common], help="validation accuracy vs sparsity, one layer at a time")
     p.add_argument("input")
     p.add_argument("--dataset", default="mnist")
@@ -250,6 +254,8 @@ def _parser():
     p.add_argument("--json")
     p.set_defaults(func=cmd_sensitivity)
 
+
+def _add_search(add, common):
     p = add("search", parents=[common], help="per-layer ratios that meet a target (or an accuracy floor)")
     p.add_argument("input"), p.add_argument("output")
     p.add_argument("--dataset", default="mnist")
@@ -266,9 +272,20 @@ def _parser():
     p.add_argument("--json")
     p.set_defaults(func=cmd_search)
 
+
+def _add_env(add, common):
     p = add("env", parents=[common], help="versions, for bug reports")
     p.add_argument("--json")
     p.set_defaults(func=cmd_env)
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="prunekit", description="Prune PyTorch models and measure what it bought.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_compare, _add_prune, _add_finetune, _add_evaluate, _add_export,
+                        _add_sensitivity, _add_search, _add_env):
+        add_command(sub.add_parser, common)
     return parser
 
 
