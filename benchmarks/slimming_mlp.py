@@ -69,8 +69,10 @@ LINEARS = ("1", "4")   # module names of the two hidden Linear layers in the Seq
 BNS = ("2", "5")
 S_DEFAULT = 3e-4
 # Validation error (%) of the slimmed, fine-tuned 784-100-60-10 net, seed 0, 30 + 20 epochs,
-# from `--sweep`: {(s, fine-tuning lr): error}. s = 0 is no sparsity term (dense val 1.23 %).
-SWEEP = {(0, 0.01): 1.74, (1e-4, 0.01): 1.64, (3e-4, 0.01): 1.71, (3e-4, 0.05): 1.56, (3e-4, 0.1): 1.50,
+# from `--sweep`: {(s, fine-tuning lr): error} (s = 0 and 1e-4 at lr 0.1 added 2026-11-25,
+# docs/bench-slimming-sweep-low-s.*). s = 0 is no sparsity term (dense val 1.23 %).
+SWEEP = {(0, 0.01): 1.74, (0, 0.1): 1.56, (1e-4, 0.01): 1.64, (1e-4, 0.1): 1.52, (3e-4, 0.01): 1.71,
+         (3e-4, 0.05): 1.56, (3e-4, 0.1): 1.50,
          (5e-4, 0.01): 1.59, (5e-4, 0.05): 1.69, (5e-4, 0.1): 1.54, (1e-3, 0.01): 1.53,
          (1e-3, 0.05): 1.60, (1e-3, 0.1): 1.62, (3e-3, 0.01): 2.19, (1e-2, 0.01): 3.45}
 LABELS = {"slimmed": ("slimmed (bn_scale, per layer)", PAPER["slimmed_error"]),
