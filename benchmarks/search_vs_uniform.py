@@ -1,9 +1,9 @@
 """Automatic per-layer search vs uniform pruning at a 50 % MACs target (issue 4).
 
 --model lenet5 (Caffe variant: conv 20, conv 50, fc 500, fc 10; three channel spaces),
-resnet8 (He et al.'s CIFAR ResNet, one basic block per stage: 16, 32, 64 channels) or
-smallcnn (convs 16, 16, 32, 32 with BatchNorm, fc 128; five spaces) or mnistcnn (PyTorch's
-MNIST example: conv 32, conv 64, fc 128, dropout; three spaces) on Fashion-MNIST. The dense net is
+smallcnn (convs 16, 16, 32, 32 with BatchNorm, fc 128; five spaces), mnistcnn (PyTorch's
+MNIST example: conv 32, conv 64, fc 128, dropout; three spaces) or resnet8 (He et al.'s CIFAR
+ResNet, one basic block per stage: 16, 32, 64 channels; six spaces) on Fashion-MNIST. The dense net is
 trained (--epochs, SGD lr 0.05 cosine, batch 128), then pruned two ways to the same MACs,
 and each is fine-tuned the same (--finetune epochs, lr 0.01). Test accuracy, mean +- std
 over seeds; every decision reads only the validation split.
