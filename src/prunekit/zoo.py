@@ -1,5 +1,4 @@
 """Reference models, registered by name so saved files can rebuild them from data alone."""
-import torch
 from torch import nn
 
 from .errors import PruneError
@@ -107,25 +106,6 @@ class MnistCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-class _BasicBlock(nn.Module):
-    """Two 3x3 convs with BatchNorm; the input is added back (through a strided 1x1 conv with
-    BatchNorm when the width or size changes)."""
-
-    def __init__(self, channels, width, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, width, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.shortcut = nn.Identity()
-        if stride != 1 or channels != width:
-            self.shortcut = nn.Sequential(nn.Conv2d(channels, width, 1, stride, bias=False), nn.BatchNorm2d(width))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
 @register("resnet8")
 class ResNet8(nn.Module):
     """The CIFAR ResNet of He et al. 2016 with one basic block per stage (6n + 2 layers, n = 1):
@@ -137,9 +117,15 @@ class ResNet8(nn.Module):
         self.config = {"in_channels": in_channels, "num_classes": num_classes, "widths": list(widths)}
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU())
+        from torchvision.models.resnet import BasicBlock  # here: `import prunekit` stays torchvision-free
         blocks, channels = [], widths[0]
         for i, width in enumerate(widths):
-            blocks.append(_BasicBlock(channels, width, 1 if i == 0 else 2))
+            stride = 1 if i == 0 else 2
+            block = BasicBlock(channels, width, stride)
+            if stride != 1 or channels != width:  # made after the block: the same random draws, in order
+                block.downsample = nn.Sequential(nn.Conv2d(channels, width, 1, stride, bias=False),
+                                                 nn.BatchNorm2d(width))
+            blocks.append(block)
             channels = width
         self.blocks = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
