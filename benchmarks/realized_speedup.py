@@ -74,10 +74,10 @@ def prune_wide_only(model, x, ratio, round_to, streams):
     """Keep the spaces matching `streams`; take from the others the ratio that removes the same
     number of channels in all as `ratio` of every space would."""
     import prunekit as pk
-    from prunekit.graph import analyze
-    spaces = analyze(model, (x,)).spaces
-    total = sum(len(s.units) for s in spaces)
-    wide = sum(len(s.units) for s in spaces if not any(re.fullmatch(streams, m) for m in s.modules))
+    from prunekit.structured import channel_spaces
+    counts = channel_spaces(model, (x,))  # each space is named after its producing layer
+    total = sum(counts.values())
+    wide = sum(n for name, n in counts.items() if not re.fullmatch(streams, name))
     pk.prune_structured(model, (x,), ratio=min(1.0, ratio * total / wide), round_to=round_to,
                         overrides={streams: 0.0})
 
