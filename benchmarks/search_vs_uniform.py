@@ -46,7 +46,7 @@ def macs_kept(model, x):
     return stats["effective_macs"] / stats["macs"]
 
 
-def prune_weights(dense, x, on_val, target):
+def prune_weights(dense, x, on_val, target, joint=False):
     """(uniform, searched, details) with magnitude masks at `target` of the theoretical MACs."""
     layer_macs = {s["name"]: s["macs"] for s in layer_stats(dense, (x,))}
     uniform = copy.deepcopy(dense)
@@ -57,13 +57,13 @@ def prune_weights(dense, x, on_val, target):
                                "search_macs_kept": macs_kept(searched, x)}
 
 
-def prune_channels(dense, x, on_val, target):
+def prune_channels(dense, x, on_val, target, joint=False):
     """(uniform, searched, details) with channels removed to `target` of the MACs."""
     ratio = channel_search.uniform_ratio(dense, x, target, cost="macs")
     uniform = copy.deepcopy(dense)
     channel_search.apply_ratios(uniform, x, dict.fromkeys(channel_search.channel_spaces(dense, x), ratio))
     searched = copy.deepcopy(dense)
-    found = channel_search.search_channels(searched, x, on_val, target, cost="macs")
+    found = channel_search.search_channels(searched, x, on_val, target, cost="macs", joint=joint)
     kept = channel_search.cost_meter("macs", x)
     return uniform, searched, {"uniform_ratio": ratio, "uniform_macs_kept": kept(dense, uniform),
                                "search_allocation": found.ratios, "search_macs_kept": found.kept}
@@ -88,12 +88,12 @@ def validation_metric(dataset, recover, seed, adaptive_bn=0):
 
 def run_seed(dataset, seed, args):
     torch.manual_seed(seed)
-    dense = zoo.build(args.model)
+    dense = zoo.build(args.model, **({"widths": args.widths} if args.widths else {}))
     fit(dense, dataset, FitConfig(epochs=args.epochs, lr=0.05, seed=seed), quiet=True)
     x = dataset.val.x[:64]
     on_val = validation_metric(dataset, args.recover, seed, args.adaptive_bn)
     prune = prune_channels if args.kind == "channels" else prune_weights
-    uniform, searched, result = prune(dense, x, on_val, args.target)
+    uniform, searched, result = prune(dense, x, on_val, args.target, args.joint)
     result["dense"] = 100 * evaluate(dense, dataset.test)
     finetune = FitConfig(epochs=args.finetune, lr=0.01, seed=seed)
     for key, model in (("uniform", uniform), ("search", searched)):
@@ -119,8 +119,14 @@ def main():
                         help="search: score each candidate after fine-tuning a copy on this many samples")
     parser.add_argument("--adaptive-bn", type=int, default=0,
                         help="search: score each candidate after re-estimating its BatchNorm statistics on this many samples")
+    parser.add_argument("--joint", action="store_true",
+                        help="search: score each step on top of the allocation so far (NetAdapt's greedy)")
+    parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")],
+                        help="smallcnn / resnet8: channels per stage, e.g. 16,32,64")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.joint and args.kind == "weights":
+        parser.error("--joint applies to --kind channels only")
     torch.set_num_threads(1)
     dataset = data.load("fashion-mnist")
     start = time.time()

@@ -64,6 +64,28 @@ def test_search_gives_back_what_a_coarse_last_step_overshoots():
         assert _macs(trial, x) / _macs(dense, x) > 0.08
 
 
+def test_joint_search_sees_cuts_that_only_hurt_together():
+    # Spaces "3" and "6" each cost next to nothing alone, but cutting both costs 10 points.
+    # The one-space curves cannot see that; the joint greedy scores each step on top of
+    # the cuts already made, so it cuts the first conv instead of the second of the pair.
+    torch.manual_seed(0)
+    model = nn.Sequential(*[layer for c_in in (3, 16, 16) for layer in
+                            (nn.Conv2d(c_in, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())],
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    x = torch.randn(2, 3, 8, 8)
+
+    def metric(m):
+        cut = {i: 16 - m[i].out_channels for i in (0, 3, 6)}
+        return 100.0 - 0.05 * cut[0] - 0.001 * (cut[3] + cut[6]) - 10.0 * (cut[3] > 0 and cut[6] > 0)
+
+    grid = (0.0, 0.125, 0.25)
+    additive = channel_search.search_channels(copy.deepcopy(model), x, metric, 0.3, grid=grid)
+    joint = channel_search.search_channels(model, x, metric, 0.3, grid=grid, joint=True)
+    assert additive.metric < 90.1  # the trap: both of the pair cut
+    assert joint.kept <= 0.7 and joint.metric > 99 and min(joint.ratios["3"], joint.ratios["6"]) == 0
+    assert [name for name, _ in joint.path][-1] == "0" and joint.metric == metric(model)
+
+
 def test_search_floor_gives_the_cheapest_allocation_above_the_floor():
     model, x = _cnn(), torch.randn(2, 3, 8, 8)
     # floor 0.99: one point may go. The second conv's 14 channels (grid top 0.875) cost 0.14;
@@ -109,14 +131,16 @@ def test_bad_targets_are_refused_and_the_model_is_unchanged(call, message):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_cli_search_structured_to_a_macs_target(tmp_path):
+@pytest.mark.parametrize("joint", [[], ["--joint"]])
+def test_cli_search_structured_to_a_macs_target(tmp_path, joint):
     from prunekit import zoo
     from prunekit.cli import main
     torch.manual_seed(0)
     model = zoo.build("lenet300", in_features=64)
     pk.save(model, tmp_path / "m.safetensors")
     code = main(["search", str(tmp_path / "m.safetensors"), str(tmp_path / "s.safetensors"), "--dataset", "digits",
-                 "--structured", "--cost", "macs", "--target", "0.5", "--quiet", "--json", str(tmp_path / "s.json")])
+                 "--structured", "--cost", "macs", "--target", "0.5", "--quiet", "--json", str(tmp_path / "s.json"),
+                 *joint])
     assert code == 0
     searched, x = pk.load(tmp_path / "s.safetensors"), torch.randn(4, 64)
     assert _macs(searched, x) / _macs(model, x) <= 0.5
@@ -124,7 +148,8 @@ def test_cli_search_structured_to_a_macs_target(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [["--cost", "latency", "--target", "0.5"], ["--target", "0.5", "--floor", "0.99"], [],
-                                   ["--cost", "macs", "--floor", "0.99"]])
+                                   ["--cost", "macs", "--floor", "0.99"], ["--joint", "--target", "0.5"],
+                                   ["--structured", "--joint", "--floor", "0.99"]])
 def test_cli_search_refuses_bad_requests_and_writes_nothing(tmp_path, extra, capsys):
     from prunekit import zoo
     from prunekit.cli import main

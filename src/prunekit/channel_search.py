@@ -12,6 +12,9 @@ measured cost meets the target; the last step is then bisected, and (for paramet
 MACs) the spaces cut get back whatever channels the budget still allows, so the target is
 met closely rather than overshot. `search_channels_floor` is the dual: the cheapest allocation
 along the same path whose measured validation retention stays at or above a floor.
+`search_channels(joint=True)` scores every step on a copy cut to the allocation so far plus
+that step (NetAdapt's greedy, without its short fine-tuning): costlier, one evaluate() per
+space per step, but it sees cuts that hurt only together, which the curves cannot.
 Decisions read only what `evaluate` reads (a validation split). The curves cost one
 evaluate() per space and grid ratio (pass them back in through `curves=` to reuse them).
 """
@@ -129,11 +132,18 @@ def _check(cost, value, what, low_open=True):
 
 
 def search_channels(model, example_inputs, evaluate, target, *, cost="macs", curves=None, grid=GRID,
-                    repeats=20, threads=1, **options) -> ChannelSearchResult:
+                    repeats=20, threads=1, joint=False, **options) -> ChannelSearchResult:
     """Per-space channel ratios that remove `target` of the model's cost (parameters, MACs or
-    measured latency) losing the least validation metric; applied to `model` in place."""
+    measured latency) losing the least validation metric; applied to `model` in place.
+    joint=True scores every step on top of the allocation so far (NetAdapt's greedy), not
+    from the one-space-at-a-time curves: one evaluate() per space per step, but the cuts'
+    interactions are seen."""
     _check(cost, target, "target")
     kept = cost_meter(cost, example_inputs, repeats=repeats, threads=threads)
+    if joint:
+        names = channel_spaces(model, example_inputs, ignore=options.get("ignore"))
+        path = _joint_path(model, example_inputs, evaluate, kept, 1 - target, grid, names, options)
+        return _bisect_and_finish(model, example_inputs, evaluate, kept, 1 - target, path, names, cost, options)
     curves = curves or channel_curves(model, example_inputs, evaluate, kept, grid=grid, **options)
     path, names = _greedy_path(curves, grid), [n for n in curves if n != "dense"]
     goal, predicted = 1 - target, 1.0
@@ -142,14 +152,47 @@ def search_channels(model, example_inputs, evaluate, target, *, cost="macs", cur
         predicted -= _point(curves, name, before[name])[1] - _point(curves, name, ratio)[1]
         if predicted > goal:
             continue  # predicted savings only overestimate: no need to measure yet
-        ratios = _allocation(path, names, taken)
-        if _measured(model, example_inputs, ratios, kept, options) <= goal:
-            ratios[name] = _bisect(model, example_inputs, ratios, name, before[name], kept, goal, options)
-            if cost != "latency":  # timing noise exceeds the slack a refill could win back
-                _refill(model, example_inputs, ratios, path[:taken], kept, goal, options)
-            return _finish(model, example_inputs, evaluate, kept, ratios, path[:taken], options)
+        if _measured(model, example_inputs, _allocation(path, names, taken), kept, options) <= goal:
+            return _bisect_and_finish(model, example_inputs, evaluate, kept, goal, path[:taken], names, cost, options)
     raise PruneError(f"a {cost} target of {target} is out of reach: cutting every space to its grid's "
                      f"top ({grid[-1]}) does not remove that much")
+
+
+def _joint_path(model, example_inputs, evaluate, kept, goal, grid, names, options):
+    """Greedy steps, each scored on a copy cut to the allocation so far plus the step, until
+    the measured cost meets `goal`: [(space, ratio)] in the order taken."""
+    ratios, path, metric_now, kept_now = dict.fromkeys(names, 0.0), [], evaluate(model), 1.0
+    while kept_now > goal:
+        best = None
+        for name in names:
+            later = grid[grid.index(ratios[name]) + 1:]
+            if not later:
+                continue
+            trial = copy.deepcopy(model)
+            apply_ratios(trial, example_inputs, {**ratios, name: later[0]}, **options)
+            metric, cost = evaluate(trial), kept(model, trial)
+            if cost >= kept_now:
+                continue  # a step that saves nothing is never taken
+            rate = (metric_now - metric) / (kept_now - cost)  # may be < 0: the cut helped
+            if best is None or rate < best[0]:
+                best = (rate, name, later[0], metric, cost)
+        if best is None:
+            raise PruneError(f"a cost target of {1 - goal} is out of reach: cutting every space to its "
+                             f"grid's top ({grid[-1]}) does not remove that much")
+        _, name, ratios[name], metric_now, kept_now = best
+        path.append((name, ratios[name]))
+    return path
+
+
+def _bisect_and_finish(model, example_inputs, evaluate, kept, goal, path, names, cost, options):
+    """Bisect the path's last step to just meet `goal`, give back what the budget allows,
+    and apply the allocation to `model`."""
+    ratios, before = _allocation(path, names, len(path)), _allocation(path, names, len(path) - 1)
+    name = path[-1][0]
+    ratios[name] = _bisect(model, example_inputs, ratios, name, before[name], kept, goal, options)
+    if cost != "latency":  # timing noise exceeds the slack a refill could win back
+        _refill(model, example_inputs, ratios, path, kept, goal, options)
+    return _finish(model, example_inputs, evaluate, kept, ratios, path, options)
 
 
 def _bisect(model, example_inputs, ratios, name, low, kept, goal, options, rounds=6):

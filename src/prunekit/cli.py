@@ -122,6 +122,8 @@ def cmd_sensitivity(args):
 def _search_weights(model, on_val, x, args):
     from . import search
     from .measure.macs import layer_stats
+    if args.joint:
+        raise PruneError("--joint is a channel search: add --structured")
     if args.cost == "latency":
         raise PruneError("--cost latency needs --structured: masked weights do not make dense kernels faster")
     if args.floor is not None:
@@ -138,9 +140,11 @@ def _search_channels(model, on_val, x, args):
     from . import channel_search
     options = dict(cost=args.cost, threads=args.threads, round_to=args.round_to)
     if args.floor is not None:
+        if args.joint:
+            raise PruneError("--joint searches to a --target; --floor walks the one-space curves' path")
         found = channel_search.search_channels_floor(model, x, on_val, args.floor, **options)
     else:
-        found = channel_search.search_channels(model, x, on_val, args.target, **options)
+        found = channel_search.search_channels(model, x, on_val, args.target, joint=args.joint, **options)
     return found.ratios, f"{args.cost} kept {found.kept:.3f} of the dense model's", found.metric
 
 
@@ -268,6 +272,8 @@ def _add_search(add, common):
     p.add_argument("--round-to", type=int, default=1, help="structured: keep channel counts multiples of this")
     p.add_argument("--batch", type=int, default=64, help="example batch for MACs and latency")
     p.add_argument("--threads", type=int, default=1, help="threads for latency timing")
+    p.add_argument("--joint", action="store_true", help="structured --target: score each step on top of the "
+                                                         "cuts so far (NetAdapt's greedy; slower, sees interactions)")
     p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
     p.add_argument("--json")
     p.set_defaults(func=cmd_search)
@@ -277,6 +283,7 @@ def _add_env(add, common):
     p = add("env", parents=[common], help="versions, for bug reports")
     p.add_argument("--json")
     p.set_defaults(func=cmd_env)
+
 
 def _parser():
     parser = argparse.ArgumentParser(prog="prunekit", description="Prune PyTorch models and measure what it bought.")
