@@ -18,13 +18,17 @@ over seeds; every decision reads only the validation split.
   - uniform: every layer at 50 % sparsity; search: search.search with each layer's MACs as
     its size.
 
+--joint: the search scores each step on top of the cuts already made (NetAdapt's greedy,
+channel_search.search_channels(joint=True)) instead of from the one-space curves.
+--widths: smallcnn or resnet8 channels per stage (smallcnn --widths 16,32,64 is a three-stage
+VGG: convs 16, 16, 32, 32, 64, 64, fc 128; seven channel spaces).
 --recover N: the search scores each candidate after a short fine-tuning of a copy on N
 training samples (NetAdapt's short-term fine-tuning) instead of right after the cut.
 --adaptive-bn N: ... after re-estimating the copy's BatchNorm statistics on N training samples
 (EagleEye's adaptive BN; prunekit.train.recalibrate_batchnorm), for nets with BatchNorm.
 
     python benchmarks/search_vs_uniform.py [--model lenet5] [--kind channels] [--seeds 0,1,2] [--epochs 8]
-        [--finetune 3] [--target 0.5] [--recover 0] [--adaptive-bn 0] [--json f]
+        [--finetune 3] [--target 0.5] [--recover 0] [--adaptive-bn 0] [--joint] [--widths 16,32,64] [--json f]
 """
 import argparse
 import copy
@@ -127,6 +131,8 @@ def main():
     args = parser.parse_args()
     if args.joint and args.kind == "weights":
         parser.error("--joint applies to --kind channels only")
+    if args.widths and args.model not in ("smallcnn", "resnet8"):
+        parser.error("--widths applies to smallcnn and resnet8 only")
     torch.set_num_threads(1)
     dataset = data.load("fashion-mnist")
     start = time.time()
