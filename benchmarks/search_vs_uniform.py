@@ -73,6 +73,29 @@ def prune_channels(dense, x, on_val, target, joint=False):
                                "search_allocation": found.ratios, "search_macs_kept": found.kept}
 
 
+def random_allocations(dense, x, target, count, seed):
+    """`count` copies of `dense`, each cut to `target` of the MACs by a random allocation: each
+    space's share drawn from U(0, 1), all scaled by one factor bisected to the target (grid top
+    0.875 per space). A control: how far apart do allocations land after fine-tuning?"""
+    generator, names = torch.Generator().manual_seed(1000 + seed), channel_search.channel_spaces(dense, x)
+    kept, models = channel_search.cost_meter("macs", x), []
+    while len(models) < count:
+        shares = {name: float(torch.rand(1, generator=generator)) for name in names}
+
+        def cut(scale):
+            model = copy.deepcopy(dense)
+            channel_search.apply_ratios(model, x, {n: min(scale * v, 0.875) for n, v in shares.items()})
+            return model
+        low, high = 0.0, 0.875 / min(shares.values())
+        if kept(dense, cut(high)) > 1 - target:
+            continue  # out of reach with these shares: draw again
+        for _ in range(12):
+            middle = (low + high) / 2
+            low, high = (low, middle) if kept(dense, cut(middle)) <= 1 - target else (middle, high)
+        models.append(cut(high))
+    return models
+
+
 def validation_metric(dataset, recover, seed, adaptive_bn=0):
     """Validation accuracy; with `recover` > 0, of a copy first fine-tuned on that many training
     samples (NetAdapt's short-term fine-tuning: closer to what the fine-tuned model will reach);
@@ -104,10 +127,18 @@ def run_seed(dataset, seed, args):
         result[f"{key}_before_finetune"] = 100 * evaluate(model, dataset.test)
         fit(model, dataset, finetune, quiet=True)
         result[key] = 100 * evaluate(model, dataset.test)
+    randoms = random_allocations(dense, x, args.target, args.random, seed) if args.random else []
+    for model in randoms:
+        fit(model, dataset, finetune, quiet=True)
+    result["random"] = [100 * evaluate(model, dataset.test) for model in randoms]
+    result["random_widths"] = [[m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+                               for model in randoms]
     allocation = {k: round(v, 3) for k, v in result["search_allocation"].items()}
     print(f"seed {seed}: dense {result['dense']:.2f} %, uniform {result['uniform']:.2f} % "
           f"(MACs kept {result['uniform_macs_kept']:.3f}), search {result['search']:.2f} % "
-          f"(MACs kept {result['search_macs_kept']:.3f}, {allocation})", flush=True)
+          f"(MACs kept {result['search_macs_kept']:.3f}, {allocation})"
+          + (f"; random allocations {', '.join(f'{a:.2f}' for a in result['random'])} %" if randoms else ""),
+          flush=True)
     return result
 
 
@@ -127,10 +158,14 @@ def main():
                         help="search: score each step on top of the allocation so far (NetAdapt's greedy)")
     parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")],
                         help="smallcnn / resnet8: channels per stage, e.g. 16,32,64")
+    parser.add_argument("--random", type=int, default=0,
+                        help="also fine-tune this many random allocations at the same MACs (a control)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.joint and args.kind == "weights":
         parser.error("--joint applies to --kind channels only")
+    if args.random and args.kind == "weights":
+        parser.error("--random applies to --kind channels only")
     if args.widths and args.model not in ("smallcnn", "resnet8"):
         parser.error("--widths applies to smallcnn and resnet8 only")
     torch.set_num_threads(1)
