@@ -81,19 +81,22 @@ def random_allocations(dense, x, target, count, seed):
     kept, models = channel_search.cost_meter("macs", x), []
     while len(models) < count:
         shares = {name: float(torch.rand(1, generator=generator)) for name in names}
-
-        def cut(scale):
-            model = copy.deepcopy(dense)
-            channel_search.apply_ratios(model, x, {n: min(scale * v, 0.875) for n, v in shares.items()})
-            return model
         low, high = 0.0, 0.875 / min(shares.values())
-        if kept(dense, cut(high)) > 1 - target:
+        if kept(dense, scaled_cut(dense, x, shares, high)) > 1 - target:
             continue  # out of reach with these shares: draw again
         for _ in range(12):
             middle = (low + high) / 2
-            low, high = (low, middle) if kept(dense, cut(middle)) <= 1 - target else (middle, high)
-        models.append(cut(high))
+            below = kept(dense, scaled_cut(dense, x, shares, middle)) <= 1 - target
+            low, high = (low, middle) if below else (middle, high)
+        models.append(scaled_cut(dense, x, shares, high))
     return models
+
+
+def scaled_cut(dense, x, shares, scale):
+    """A copy of `dense` with scale x shares[space] of each space's channels removed (at most 0.875)."""
+    model = copy.deepcopy(dense)
+    channel_search.apply_ratios(model, x, {name: min(scale * share, 0.875) for name, share in shares.items()})
+    return model
 
 
 def validation_metric(dataset, recover, seed, adaptive_bn=0):
