@@ -120,6 +120,8 @@ def test_latency_cost_is_measured_against_the_dense_model():
     (lambda m, x: channel_search.search_channels(m, x, _first_conv_matters, 0.5, cost="flops"), "cost must be"),
     (lambda m, x: channel_search.search_channels(m, x, _first_conv_matters, 1.5), "target must be"),
     (lambda m, x: channel_search.search_channels(m, x, _first_conv_matters, 0.99), "out of reach"),
+    (lambda m, x: channel_search.search_channels(m, x, _first_conv_matters, 0.99, joint=True),
+     "macs target .* out of reach"),
     (lambda m, x: channel_search.search_channels_floor(m, x, _first_conv_matters, 0.0), "floor must be"),
 ])
 def test_bad_targets_are_refused_and_the_model_is_unchanged(call, message):

@@ -140,27 +140,38 @@ def search_channels(model, example_inputs, evaluate, target, *, cost="macs", cur
     interactions are seen."""
     _check(cost, target, "target")
     kept = cost_meter(cost, example_inputs, repeats=repeats, threads=threads)
+    goal = 1 - target
     if joint:
         names = channel_spaces(model, example_inputs, ignore=options.get("ignore"))
-        path = _joint_path(model, example_inputs, evaluate, kept, 1 - target, grid, names, options)
-        return _bisect_and_finish(model, example_inputs, evaluate, kept, 1 - target, path, names, cost, options)
-    curves = curves or channel_curves(model, example_inputs, evaluate, kept, grid=grid, **options)
-    path, names = _greedy_path(curves, grid), [n for n in curves if n != "dense"]
-    goal, predicted = 1 - target, 1.0
+        path = _joint_path(model, example_inputs, evaluate, kept, goal, grid, names, options)
+    else:
+        curves = curves or channel_curves(model, example_inputs, evaluate, kept, grid=grid, **options)
+        names = [n for n in curves if n != "dense"]
+        path = _curves_path(model, example_inputs, curves, kept, goal, grid, names, options)
+    if path is None:
+        raise PruneError(f"a {cost} target of {target} is out of reach: cutting every space to its grid's "
+                         f"top ({grid[-1]}) does not remove that much")
+    return _bisect_and_finish(model, example_inputs, evaluate, kept, goal, path, names, cost, options)
+
+
+def _curves_path(model, example_inputs, curves, kept, goal, grid, names, options):
+    """The greedy path read off the one-space curves, up to the first step whose measured
+    cost meets `goal`; None if the whole path does not meet it."""
+    path, predicted = _greedy_path(curves, grid), 1.0
     for taken, (name, ratio) in enumerate(path, 1):
         before = _allocation(path, names, taken - 1)
         predicted -= _point(curves, name, before[name])[1] - _point(curves, name, ratio)[1]
         if predicted > goal:
             continue  # predicted savings only overestimate: no need to measure yet
         if _measured(model, example_inputs, _allocation(path, names, taken), kept, options) <= goal:
-            return _bisect_and_finish(model, example_inputs, evaluate, kept, goal, path[:taken], names, cost, options)
-    raise PruneError(f"a {cost} target of {target} is out of reach: cutting every space to its grid's "
-                     f"top ({grid[-1]}) does not remove that much")
+            return path[:taken]
+    return None
 
 
 def _joint_path(model, example_inputs, evaluate, kept, goal, grid, names, options):
     """Greedy steps, each scored on a copy cut to the allocation so far plus the step, until
-    the measured cost meets `goal`: [(space, ratio)] in the order taken."""
+    the measured cost meets `goal`: [(space, ratio)] in the order taken; None if cutting every
+    space to the grid's top does not meet it."""
     ratios, path, metric_now, kept_now = dict.fromkeys(names, 0.0), [], evaluate(model), 1.0
     while kept_now > goal:
         best = None
@@ -177,8 +188,7 @@ def _joint_path(model, example_inputs, evaluate, kept, goal, grid, names, option
             if best is None or rate < best[0]:
                 best = (rate, name, later[0], metric, cost)
         if best is None:
-            raise PruneError(f"a cost target of {1 - goal} is out of reach: cutting every space to its "
-                             f"grid's top ({grid[-1]}) does not remove that much")
+            return None
         _, name, ratios[name], metric_now, kept_now = best
         path.append((name, ratios[name]))
     return path
