@@ -21,7 +21,8 @@ over seeds; every decision reads only the validation split.
 --joint: the search scores each step on top of the cuts already made (NetAdapt's greedy,
 channel_search.search_channels(joint=True)) instead of from the one-space curves.
 --widths: smallcnn or resnet8 channels per stage (smallcnn --widths 16,32,64 is a three-stage
-VGG: convs 16, 16, 32, 32, 64, 64, fc 128; seven channel spaces).
+VGG: convs 16, 16, 32, 32, 64, 64, fc 128; seven channel spaces; --widths 8,16,32 its
+half-width version, where the 50 % cut costs about a point after fine-tuning).
 --recover N: the search scores each candidate after a short fine-tuning of a copy on N
 training samples (NetAdapt's short-term fine-tuning) instead of right after the cut.
 --adaptive-bn N: ... after re-estimating the copy's BatchNorm statistics on N training samples
@@ -29,6 +30,7 @@ training samples (NetAdapt's short-term fine-tuning) instead of right after the 
 
     python benchmarks/search_vs_uniform.py [--model lenet5] [--kind channels] [--seeds 0,1,2] [--epochs 8]
         [--finetune 3] [--target 0.5] [--recover 0] [--adaptive-bn 0] [--joint] [--widths 16,32,64] [--json f]
+    python benchmarks/search_vs_uniform.py --merge s0.json s1.json s2.json   # report over per-seed runs
 """
 import argparse
 import copy
@@ -42,7 +44,7 @@ import prunekit as pk
 from prunekit import channel_search, data, search, zoo
 from prunekit.measure.macs import layer_stats, totals
 from prunekit.train import FitConfig, evaluate, fit, recalibrate_batchnorm
-from _stats import summarize
+from _stats import mean_std, summarize
 
 
 def macs_kept(model, x):
@@ -145,6 +147,20 @@ def run_seed(dataset, seed, args):
     return result
 
 
+def report(runs):
+    """Print mean +- std over seeds, the random control and the per-seed differences; the summary."""
+    summary = summarize(runs, ("dense", "uniform", "search"), "% test accuracy")
+    randoms = [a for r in runs for a in r.get("random", [])]
+    if randoms:
+        summary["random"] = mean_std(randoms)
+        print(f"  random: {summary['random']['mean']:.2f} +- {summary['random']['std']:.2f} % test accuracy "
+              f"({len(randoms)} allocations, {min(randoms):.2f}-{max(randoms):.2f})")
+    gaps = [r["search"] - r["uniform"] for r in runs]
+    print(f"search - uniform per seed: {', '.join(f'{g:+.2f}' for g in gaps)}; "
+          f"search beats uniform on {sum(g > 0 for g in gaps)}/{len(runs)} seeds")
+    return summary
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("lenet5", "smallcnn", "mnistcnn", "resnet8"), default="lenet5")
@@ -164,7 +180,12 @@ def main():
     parser.add_argument("--random", type=int, default=0,
                         help="also fine-tune this many random allocations at the same MACs (a control)")
     parser.add_argument("--json")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="no run: report over the seeds of these earlier --json files")
     args = parser.parse_args()
+    if args.merge:
+        report([run for f in args.merge for run in json.loads(Path(f).read_text())["runs"]])
+        return
     if args.joint and args.kind == "weights":
         parser.error("--joint applies to --kind channels only")
     if args.random and args.kind == "weights":
@@ -175,9 +196,7 @@ def main():
     dataset = data.load("fashion-mnist")
     start = time.time()
     runs = [run_seed(dataset, int(s), args) for s in args.seeds.split(",")]
-    summary = summarize(runs, ("dense", "uniform", "search"), "% test accuracy")
-    wins = sum(r["search"] > r["uniform"] for r in runs)
-    print(f"search beats uniform on {wins}/{len(runs)} seeds")
+    summary = report(runs)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary,
                                                "seconds": time.time() - start}, indent=2))
