@@ -161,6 +161,17 @@ def report(runs):
     return summary
 
 
+def read_runs(paths, parser):
+    """The per-seed runs of earlier --json files; a file that is not one is a one-line error."""
+    runs = []
+    for path in paths:
+        try:
+            runs += json.loads(Path(path).read_text())["runs"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"--merge: {path} is not a search_vs_uniform.py --json file ({error!r})")
+    return runs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("lenet5", "smallcnn", "mnistcnn", "resnet8"), default="lenet5")
@@ -184,7 +195,7 @@ def main():
                         help="no run: report over the seeds of these earlier --json files")
     args = parser.parse_args()
     if args.merge:
-        report([run for f in args.merge for run in json.loads(Path(f).read_text())["runs"]])
+        report(read_runs(args.merge, parser))
         return
     if args.joint and args.kind == "weights":
         parser.error("--joint applies to --kind channels only")
