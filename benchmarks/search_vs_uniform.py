@@ -77,13 +77,14 @@ def prune_channels(dense, x, on_val, target, joint=False):
 
 def random_allocations(dense, x, target, count, seed):
     """`count` copies of `dense`, each cut to `target` of the MACs by a random allocation: each
-    space's share drawn from U(0, 1), all scaled by one factor bisected to the target (grid top
-    0.875 per space). A control: how far apart do allocations land after fine-tuning?"""
+    space's share drawn from U(0, 1), all scaled by one factor bisected to the target (at most
+    the search grid's top, channel_search.GRID[-1], per space). A control: how far apart do
+    allocations land after fine-tuning?"""
     generator, names = torch.Generator().manual_seed(1000 + seed), channel_search.channel_spaces(dense, x)
     kept, models = channel_search.cost_meter("macs", x), []
     while len(models) < count:
         shares = {name: float(torch.rand(1, generator=generator)) for name in names}
-        low, high = 0.0, 0.875 / min(shares.values())
+        low, high = 0.0, channel_search.GRID[-1] / min(shares.values())
         if kept(dense, scaled_cut(dense, x, shares, high)) > 1 - target:
             continue  # out of reach with these shares: draw again
         for _ in range(12):
@@ -95,9 +96,10 @@ def random_allocations(dense, x, target, count, seed):
 
 
 def scaled_cut(dense, x, shares, scale):
-    """A copy of `dense` with scale x shares[space] of each space's channels removed (at most 0.875)."""
-    model = copy.deepcopy(dense)
-    channel_search.apply_ratios(model, x, {name: min(scale * share, 0.875) for name, share in shares.items()})
+    """A copy of `dense` with scale x shares[space] of each space's channels removed (at most the
+    grid's top, as the search)."""
+    top, model = channel_search.GRID[-1], copy.deepcopy(dense)
+    channel_search.apply_ratios(model, x, {name: min(scale * share, top) for name, share in shares.items()})
     return model
 
 
