@@ -158,7 +158,9 @@ def report(runs):
         print(f"  random: {summary['random']['mean']:.2f} +- {summary['random']['std']:.2f} % test accuracy "
               f"({len(randoms)} allocations, {min(randoms):.2f}-{max(randoms):.2f})")
     gaps = [r["search"] - r["uniform"] for r in runs]
-    print(f"search - uniform per seed: {', '.join(f'{g:+.2f}' for g in gaps)}; "
+    summary["search_minus_uniform"] = mean_std(gaps)
+    print(f"search - uniform per seed: {', '.join(f'{g:+.2f}' for g in gaps)} (mean "
+          f"{summary['search_minus_uniform']['mean']:+.2f} +- {summary['search_minus_uniform']['std']:.2f}); "
           f"search beats uniform on {sum(g > 0 for g in gaps)}/{len(runs)} seeds")
     return summary
 
