@@ -9,7 +9,8 @@ prunekit.measure.latency.time_models in one interleaved loop per batch size (1 a
 (--forms): "eager", the nn.Module as it is, and "frozen", the way a CPU deployment runs it:
 torch.jit.trace + freeze + optimize_for_inference (BatchNorm folded into the convs, oneDNN
 weight prepacking); a third, "onnxruntime", runs each model's ONNX export in an ONNX
-Runtime CPU session (pip install -e '.[bench]'). Dense and pruned models are always timed in
+Runtime CPU session, and a fourth, "openvino", runs it in OpenVINO's CPU plugin compiled for
+latency (both: pip install -e '.[bench]'). Dense and pruned models are always timed in
 the same form. For each pruned model:
 
     efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs)
@@ -24,7 +25,7 @@ speedup: compare the milliseconds.
 
     python benchmarks/realized_speedup.py [--models resnet50,tf_efficientnet_lite0]
         [--batches 1,32] [--ratio 0.5] [--repeats 30] [--warmup 5] [--threads N] [--no-tp]
-        [--round-tos 1,8] [--forms eager,frozen,onnxruntime] [--keep-streams]
+        [--round-tos 1,8] [--forms eager,frozen,onnxruntime,openvino] [--keep-streams]
         [--json out.json]
 """
 import argparse
@@ -136,42 +137,64 @@ def measure(name, args):
 def deployed(model, x, form, threads):
     """The model as it would be run: "eager" as is; "frozen" traced, frozen and passed through
     torch.jit.optimize_for_inference (BatchNorm folded into the convs, weights prepacked);
-    "onnxruntime" exported to ONNX and run by an ONNX Runtime CPU session (all graph
-    optimisations, `threads` intra-op threads)."""
+    "onnxruntime" / "openvino" exported to ONNX and run by that runtime's CPU inference
+    (all graph optimisations, `threads` threads, one stream)."""
     import torch
     if form == "eager":
         return model
-    if form == "onnxruntime":
-        return onnxruntime_model(model, x, threads)
+    if form in RUNTIMES:
+        return _checked(_as_module(RUNTIMES[form](_onnx_bytes(model, x), threads)), model, x, form)
     with torch.no_grad():
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), x)))
 
 
-def onnxruntime_model(model, x, threads):
-    """An nn.Module (for time_models) that runs `model`'s ONNX export in ONNX Runtime, checked
-    against the module's own output on `x`."""
+def _onnx_bytes(model, x):
     import io
-    import onnxruntime as ort
     import torch
-
-    class Ort(torch.nn.Module):
-        def __init__(self, session):
-            super().__init__()
-            self.session = session
-
-        def forward(self, inputs):
-            return torch.from_numpy(self.session.run(None, {"x": inputs.numpy()})[0])
-
     buffer = io.BytesIO()
     torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, input_names=["x"], opset_version=17)
+    return buffer.getvalue()
+
+
+def _onnxruntime(onnx, threads):
+    """A function numpy input -> numpy output: an ONNX Runtime CPU session."""
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    ported = Ort(ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"]))
+    session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+    return lambda inputs: session.run(None, {"x": inputs})[0]
+
+
+def _openvino(onnx, threads):
+    """The same through OpenVINO's CPU plugin, compiled for latency (one stream)."""
+    import openvino as ov
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(onnx), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    return lambda inputs: compiled(inputs)[0]
+
+
+RUNTIMES = {"onnxruntime": _onnxruntime, "openvino": _openvino}
+
+
+def _as_module(run):
+    """An nn.Module (for time_models) around a numpy -> numpy inference function."""
+    import torch
+
+    class Runtime(torch.nn.Module):
+        def forward(self, inputs):
+            return torch.from_numpy(run(inputs.numpy()))
+    return Runtime()
+
+
+def _checked(ported, model, x, form):
+    """`ported` if it computes what `model` does on `x`; a one-line error otherwise."""
+    import torch
     with torch.no_grad():
         expected = model(x)
     if not torch.allclose(ported(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-3):
-        raise RuntimeError("the ONNX Runtime session disagrees with the PyTorch model")
+        raise RuntimeError(f"the {form} model disagrees with the PyTorch model")
     return ported
 
 
@@ -222,7 +245,8 @@ def main():
     parser.add_argument("--tp", action=argparse.BooleanOptionalAction, default=True,
                         help="also time Torch-Pruning's pruned models")
     parser.add_argument("--forms", default="eager,frozen", help="eager, frozen (TorchScript, "
-                        "optimize_for_inference) and/or onnxruntime: dense and pruned are timed in the same form")
+                        "optimize_for_inference), onnxruntime and/or openvino: dense and pruned are timed in the "
+                        "same form")
     parser.add_argument("--round-tos", default="1,8", help="round_to values to prune with")
     parser.add_argument("--keep-streams", action="store_true", help="also prune only the wide "
                         "(expanded) channels of inverted-residual models, as many channels in all")
@@ -231,6 +255,9 @@ def main():
     args.batches = [int(b) for b in args.batches.split(",")]
     args.round_tos = [int(r) for r in args.round_tos.split(",")]
     args.forms = [f for f in args.forms.split(",") if f]
+    unknown = sorted(set(args.forms) - {"eager", "frozen", *RUNTIMES})
+    if unknown:
+        parser.error(f"unknown form(s) {', '.join(unknown)}: use eager, frozen, onnxruntime, openvino")
     names = [n for n in args.models.split(",") if n]
     warnings.filterwarnings("ignore")
     print(f"ratio {args.ratio}, {args.threads} threads, median of {args.repeats} (interleaved); "

@@ -16,7 +16,7 @@ BENCHMARKS = [
     ("structured_coverage.py", ["--ratios", "0.3,0.5", "--max-rss", "12G"]),
     ("structured_timing.py", ["--repeats", "5", "--threads", "1", "--dtype", "bfloat16"]),
     ("realized_speedup.py", ["--batches", "1,32", "--repeats", "10", "--warmup", "3",
-                             "--threads", "1", "--forms", "eager,frozen,onnxruntime", "--round-tos", "1,8,16"]),
+                             "--threads", "1", "--forms", "eager,frozen,onnxruntime,openvino", "--round-tos", "1,8,16"]),
     ("lottery_tickets.py", []),
     ("gradual_vs_oneshot.py", []),
     ("lenet300_50x.py", []),
