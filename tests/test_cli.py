@@ -102,3 +102,32 @@ def test_prune_structured_with_a_calibrated_criterion(home, capsys):
 def test_env(capsys):
     assert main(["env"]) == 0
     assert "torch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["finetune", "in.safetensors", "out.safetensors", "--epochs", "-1"],
+    ["finetune", "in.safetensors", "out.safetensors", "--lr", "-5"],
+    ["search", "in.safetensors", "out.safetensors", "--target", "-0.5"],
+    ["search", "in.safetensors", "out.safetensors", "--floor", "2"],
+    ["sensitivity", "in.safetensors", "--sparsities", ""],
+    ["evaluate", "in.safetensors", "--batch", "0"],
+])
+def test_out_of_range_arguments_are_refused_before_any_work(home, capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["--quiet"])
+    assert info.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_compare_refuses_zero_threads_before_training(home, capsys):
+    assert main(["compare", "--dataset", "digits", "--threads", "0", "--out", str(home / "o"), "--quiet"]) == 2
+    assert "threads must be a positive int" in capsys.readouterr().err
+    assert not (home / "o").exists() and not (home / "home" / "models").exists()
+
+
+def test_unwritable_output_is_one_line_and_exit_2(home, capsys):
+    from prunekit import save, zoo
+    src = save(zoo.build("lenet300", in_features=64), home / "dense.safetensors")
+    (home / "a_directory").mkdir()
+    assert main(["prune", str(src), str(home / "a_directory"), "--sparsity", "0.5", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -81,3 +81,47 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         save(zoo.build("lenet300"), path)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_compressed_round_trip_keeps_live_weights_that_are_exactly_zero(tmp_path):
+    model = zoo.build("lenet300")
+    pk.prune_magnitude(model, 0.9)
+    layer = model.net[1]
+    alive = pk.masks.get_mask(layer).nonzero()[:5]
+    with torch.no_grad():  # what RigL / SET do: a grown connection starts at 0
+        pk.masks.raw_tensor(layer)[alive[:, 0], alive[:, 1]] = 0
+    loaded = load(save(model, tmp_path / "c.safetensors", format="compressed"))
+    assert torch.equal(pk.masks.get_mask(loaded.net[1]), pk.masks.get_mask(layer))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_round_trip_keeps_its_dtype(tmp_path, dtype):
+    model = zoo.build("lenet300").to(dtype)
+    pk.prune_magnitude(model, 0.5)
+    loaded = load(save(model, tmp_path / "h.safetensors", format="compressed"))
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    x = torch.randn(2, 1, 28, 28, dtype=dtype)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_bare_layer_is_stored_compressed(tmp_path):
+    layer = nn.Linear(256, 256)
+    pk.prune_magnitude(layer, 0.9)
+    dense = save(layer, tmp_path / "d.safetensors").stat().st_size
+    compressed = save(layer, tmp_path / "c.safetensors", format="compressed").stat().st_size
+    assert compressed < dense / 3
+    loaded = load(tmp_path / "c.safetensors", model=nn.Linear(256, 256))
+    assert torch.equal(loaded.weight, layer.weight)
+
+
+def test_a_damaged_plan_is_a_prune_error(tmp_path):
+    import json
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    path = save(zoo.build("lenet300"), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        plan, tensors = json.loads(f.metadata()["prunekit"]), {k: f.get_tensor(k) for k in f.keys()}
+    del plan["shapes"]
+    save_file(tensors, str(path), metadata={"prunekit": json.dumps(plan)})
+    with pytest.raises(pk.PruneError, match="plan is damaged"):
+        load(path)

@@ -209,3 +209,29 @@ def test_nan_weights_are_refused_with_the_layer_named():
         pk.prune_magnitude(model, 0.5)
     assert not pk.masks.masked_modules(model)
     assert all(torch.equal(before[k], v) or torch.isnan(v).any() for k, v in model.state_dict().items())
+
+
+def test_report_counts_weights_already_zero():
+    model = mlp()
+    pk.prune_magnitude(model, 0.8)
+    pk.make_permanent(model)  # the zeros stay, the masks go
+    report = pk.prune_magnitude(model, 0.5, criterion="random", seed=0)
+    total = sum(w.numel() for w in weights(model))
+    assert report.pruned == zeros(model) and report.sparsity == pytest.approx(zeros(model) / total)
+    assert report.sparsity > 0.8
+
+
+def test_criterion_with_the_wrong_shape_is_refused_and_model_unchanged():
+    model = mlp()
+    before = snapshot(model)
+    for bad in (lambda w: w.abs().sum(), lambda w: w.abs().reshape(-1)[:3]):
+        with pytest.raises(pk.PruneError, match="one score per weight"):
+            pk.prune_magnitude(model, 0.5, criterion=bad)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_an_empty_layer_does_not_divide_by_zero():
+    model = nn.Sequential(nn.Linear(4, 0), nn.Linear(0, 3))
+    report = pk.prune_magnitude(model, 0.5)
+    assert report.total == 0 and report.sparsity == 0.0

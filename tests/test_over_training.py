@@ -341,3 +341,35 @@ def test_adaptive_hybrid_masks_where_channel_removal_costs_more():
     assert model[0].out_channels == 16 and model[3].out_channels == 12   # only the cheap space cut
     assert report.sparsity == pytest.approx(0.7, abs=1e-3)
     assert model(x).shape == (2, 10)
+
+
+def test_regrowth_edits_an_n_m_conv_mask_in_place():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
+    pk.prune_nm(model, 2, 4)
+    conv = model[0]
+    before, kept = masks.get_mask(conv).clone(), int(masks.get_mask(conv).sum())
+    DynamicSparsity(model, mode="set", fraction=0.3, every=1, seed=0).step()
+    mask = masks.get_mask(conv)
+    assert (mask != before).any() and int(mask.sum()) == kept
+    assert int((masks.raw_tensor(conv)[mask] != 0).sum()) <= kept  # grown weights start at 0
+    assert (conv.weight[~mask] == 0).all()
+
+
+def test_lottery_rewinds_a_model_that_is_itself_one_layer():
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 4)
+    initial = lottery.snapshot(layer)
+    pk.prune_magnitude(layer, 0.5)
+    assert set(lottery.snapshot(layer)) == {"weight", "bias"}
+    with torch.no_grad():
+        masks.raw_tensor(layer).add_(1.0)
+    lottery.rewind(layer, initial)
+    keep = masks.get_mask(layer)
+    assert torch.equal(layer.weight[keep], initial["weight"][keep])
+
+
+def test_allocation_refuses_a_sparsity_out_of_range():
+    for method in ("uniform", "erk"):
+        with pytest.raises(pk.PruneError, match="sparsity"):
+            allocate.layer_sparsities(_mlp(), 1.5, method)

@@ -15,7 +15,7 @@ import torch
 from . import masks
 from ._targets import select_modules
 from .errors import PruneError
-from .magnitude import prune_magnitude
+from .magnitude import _check_fraction, prune_magnitude
 
 METHODS = ("uniform", "global", "erk", "lamp")
 
@@ -59,6 +59,7 @@ def layer_sparsities(model, sparsity, method="erk", *, include=None, exclude=Non
     changed: global and lamp are computed on a copy)."""
     if method not in METHODS:
         raise PruneError(f"allocation must be one of {', '.join(METHODS)}, got {method!r}")
+    sparsity = _check_fraction(sparsity, "sparsity")
     chosen = select_modules(model, include, exclude)
     if method == "uniform":
         return {name: float(sparsity) for name, _ in chosen}

@@ -13,9 +13,40 @@ log = logging.getLogger("prunekit")
 
 def _floats(text):
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _fraction(text):
+    """A fraction in (0, 1]: a target cost cut or an accuracy retention floor."""
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
 
 
 def _write_json(path, payload):
@@ -226,8 +257,8 @@ def _add_finetune(add, common):
     p = add("finetune", parents=[common], help="fine-tune a saved model (masks stay enforced)")
     p.add_argument("input"), p.add_argument("output")
     p.add_argument("--dataset", default="mnist")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--lr", type=_positive_float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", help="folder for per-epoch checkpoints (resumes if present)")
     p.set_defaults(func=cmd_finetune)
@@ -237,7 +268,7 @@ def _add_evaluate(add, common):
     p = add("evaluate", parents=[common], help="accuracy, counts, MACs, latency of a saved model")
     p.add_argument("input")
     p.add_argument("--dataset", default="mnist")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=_positive_int, default=64)
     p.add_argument("--json")
     p.set_defaults(func=cmd_evaluate)
 
@@ -265,13 +296,13 @@ def _add_search(add, common):
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--cost", default="params", choices=["params", "macs", "latency"],
                    help="what the target counts; latency is timed on this machine (needs --structured)")
-    p.add_argument("--target", type=float, help="fraction of the cost to remove, e.g. 0.5")
-    p.add_argument("--floor", type=float, help="instead: the cheapest model keeping this validation "
+    p.add_argument("--target", type=_fraction, help="fraction of the cost to remove, e.g. 0.5")
+    p.add_argument("--floor", type=_fraction, help="instead: the cheapest model keeping this validation "
                                                "accuracy retention, e.g. 0.99")
     p.add_argument("--structured", action="store_true", help="remove channels instead of masking weights")
-    p.add_argument("--round-to", type=int, default=1, help="structured: keep channel counts multiples of this")
-    p.add_argument("--batch", type=int, default=64, help="example batch for MACs and latency")
-    p.add_argument("--threads", type=int, default=1, help="threads for latency timing")
+    p.add_argument("--round-to", type=_positive_int, default=1, help="structured: keep channel counts multiples of this")
+    p.add_argument("--batch", type=_positive_int, default=64, help="example batch for MACs and latency")
+    p.add_argument("--threads", type=_positive_int, default=1, help="threads for latency timing")
     p.add_argument("--joint", action="store_true", help="structured --target: score each step on top of the "
                                                          "cuts so far (NetAdapt's greedy; slower, sees interactions)")
     p.add_argument("--format", default="compressed", choices=["dense", "compressed"])
@@ -306,6 +337,9 @@ def main(argv=None) -> int:
         args.func(args)
     except PruneError as err:
         print(f"prunekit: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:  # an unwritable path, a value torch refuses
+        print(f"prunekit: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prunekit: interrupted", file=sys.stderr)

@@ -20,13 +20,14 @@ from ._targets import select_modules
 from .errors import PruneError
 from .magnitude import prune_magnitude
 
-_RAW = re.compile(r"\.parametrizations\.(\w+)\.original$")
-_MASK = re.compile(r"\.parametrizations\.\w+\.\d+\.mask$")
+# A masked tensor's state names; no leading "." when the model itself is the masked layer.
+_RAW = re.compile(r"(^|\.)parametrizations\.(\w+)\.original$")
+_MASK = re.compile(r"(^|\.)parametrizations\.\w+\.\d+\.mask$")
 
 
 def snapshot(model) -> dict:
     """Every parameter and buffer by its plain name (a masked `x.weight` too), masks left out."""
-    return {_RAW.sub(r".\1", name): value.detach().clone()
+    return {_RAW.sub(r"\1\2", name): value.detach().clone()
             for name, value in model.state_dict().items() if not _MASK.search(name)}
 
 
@@ -34,7 +35,7 @@ def snapshot(model) -> dict:
 def rewind(model, state: dict) -> None:
     """Set every parameter and buffer to `state`; masked entries stay zero."""
     for name, value in model.state_dict().items():
-        plain = _RAW.sub(r".\1", name)
+        plain = _RAW.sub(r"\1\2", name)
         if plain in state and not _MASK.search(name):
             value.copy_(state[plain])
     for _, module, tensor_name in masks.masked_modules(model):

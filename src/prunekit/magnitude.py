@@ -36,7 +36,11 @@ def _source(index, module, score_fn, seed, is_builtin):
     mask = masks.get_mask(module)
     alive = None if mask is None else mask.reshape(-1)
     if not is_builtin:  # a user callable sees the whole tensor once; its scores are held
-        whole = score_fn(raw, None).detach().reshape(-1).to(torch.float32)
+        whole = score_fn(raw, None)
+        if not isinstance(whole, torch.Tensor) or whole.numel() != flat.numel():
+            raise PruneError(f"criterion must return one score per weight ({flat.numel()}), got "
+                             f"{tuple(whole.shape) if isinstance(whole, torch.Tensor) else type(whole).__name__}")
+        whole = whole.detach().reshape(-1).to(torch.float32)
         return select.Source(flat.numel(), lambda a, b: whole[a:b], alive)
 
     def scores(start, stop):
@@ -47,12 +51,22 @@ def _source(index, module, score_fn, seed, is_builtin):
 
 
 def _report(chosen, new_masks, total):
+    """Zeros as the model now has them: masked weights and weights that were already 0."""
     layers, zeros = {}, 0
     for (name, module), mask in zip(chosen, new_masks):
-        z = mask.numel() - int(torch.count_nonzero(mask))
-        layers[name] = {"params": mask.numel(), "zeros": z, "sparsity": z / mask.numel()}
+        z = _zeros(masks.raw_tensor(module).detach().reshape(-1), mask.reshape(-1))
+        layers[name] = {"params": mask.numel(), "zeros": z, "sparsity": z / mask.numel() if mask.numel() else 0.0}
         zeros += z
     return PruneReport(sparsity=zeros / total if total else 0.0, pruned=zeros, total=total, layers=layers)
+
+
+def _zeros(flat_weight, flat_mask, chunk=1 << 22):
+    """Entries that are zero in weight * mask, read in chunks (no full-size temporary)."""
+    alive = 0
+    for start in range(0, flat_weight.numel(), chunk):
+        stop = start + chunk
+        alive += int(torch.count_nonzero(flat_weight[start:stop].ne(0) & flat_mask[start:stop]))
+    return flat_weight.numel() - alive
 
 
 def _check_finite(name, weight, chunk=1 << 22):

@@ -29,7 +29,7 @@ class Mask(nn.Module):
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
-        self.register_buffer("mask", mask.to(torch.bool))
+        self.register_buffer("mask", mask.to(torch.bool).contiguous())  # edited in place by regrowth
 
     def forward(self, weight):
         return weight * self.mask

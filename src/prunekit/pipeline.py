@@ -63,6 +63,10 @@ def validate(config: CompareConfig):
         zoo.build(config.model)  # raises the one-line error listing models
     if config.epochs < 1 or config.finetune_epochs < 0:
         raise PruneError("epochs must be >= 1 and finetune epochs >= 0")
+    for name in ("threads", "latency_batch", "latency_repeats"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PruneError(f"{name} must be a positive int, got {value!r}")
 
 
 def dense_model(config: CompareConfig, dataset, quiet=False):

@@ -60,15 +60,29 @@ def _inputs(example_inputs):
 
 
 def _ignored(model, ignore):
-    """Names of modules in `ignore` (module objects, exact names or regexes)."""
+    """Names of modules in `ignore` (module objects, exact names or regexes). An entry that
+    matches no module is an error: a typo would otherwise leave the layer unprotected."""
     if ignore is None:
         return set()
-    items = ignore if isinstance(ignore, (list, tuple, set)) else [ignore]
-    names = set()
+    items = list(ignore) if isinstance(ignore, (list, tuple, set)) else [ignore]
+    for item in items:
+        if not isinstance(item, (str, nn.Module)):
+            raise PruneError(f"ignore entries must be module names, regexes or modules, got {item!r}")
+        if isinstance(item, str):
+            try:
+                re.compile(item)
+            except re.error:
+                raise PruneError(f"ignore entry {item!r} is not a valid regex") from None
+    names, matched = set(), set()
     for name, module in model.named_modules():
-        for item in items:
+        for index, item in enumerate(items):
             if module is item or (isinstance(item, str) and (name == item or re.fullmatch(item, name))):
                 names.add(name)
+                matched.add(index)
+    missing = [repr(item) if isinstance(item, str) else type(item).__name__
+               for index, item in enumerate(items) if index not in matched]
+    if missing:
+        raise PruneError(f"ignore entry {', '.join(missing)} matches no module of {type(model).__name__}")
     return names
 
 
@@ -282,8 +296,28 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
         return result
     criterion = get_channel(importance or "l2")
     options = Options(ratio, round_to, max_ratio, overrides)
-    first_counts, origin = None, {}
     chooser = _choose_layer if scope == "layer" else _choose_global
+    snapshot = surgery.Snapshot(list(model.modules())) if steps > 1 else None
+    try:
+        _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser,
+                     options, result)
+    except BaseException:
+        if snapshot is not None:  # one step restores itself; a later step's failure undoes all
+            snapshot.restore()
+        raise
+    for entry in result.removed.values():
+        entry["out"].sort()
+        entry["in"].sort()
+    result.params_after = param_count(model)
+    sync_config(model)
+    log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
+    return result
+
+
+def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser, options,
+                 result):
+    """`steps` rounds of analyse, score, choose and remove; cuts are added to result.removed."""
+    first_counts, origin = None, {}
     for step in range(1, steps + 1):
         graph = analyze(model, inputs, ignore=ignored, heads=granularity == "head")
         if first_counts is None:
@@ -302,10 +336,3 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
             lambda g: chooser(g, score_of, first_counts, progress, options), result.kept_fixed)
         if plan is not None:
             _record_removed(graph, plan, origin, result.removed)
-    for entry in result.removed.values():
-        entry["out"].sort()
-        entry["in"].sort()
-    result.params_after = param_count(model)
-    sync_config(model)
-    log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
-    return result

@@ -32,7 +32,8 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
         raise PruneError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     tensors, packed = {}, []
     masked = {f"{m}.{t}" if m else t: masks.get_mask(mod, t) for m, mod, t in masks.masked_modules(model)}
-    prunable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, masks.PRUNABLE_TYPES)}
+    prunable = {f"{n}.weight" if n else "weight" for n, m in model.named_modules()
+                if isinstance(m, masks.PRUNABLE_TYPES)}
     state = _effective_state(model)
     for name, tensor in state.items():
         tensor = tensor.contiguous()
@@ -41,9 +42,11 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
             parts = sparse_format.pack(tensor)
             tensors[name + _VALUES], tensors[name + _BITMASK] = parts["values"], parts["bitmask"]
             packed.append([name, list(tensor.shape)])
+            if name in masked and not torch.equal(masked[name].to(torch.bool), tensor != 0):
+                tensors[name + _MASK] = masked[name].contiguous()  # live weights that are exactly 0
         else:
             tensors[name] = tensor
-            if name in masked:  # a packed tensor's bitmask doubles as its mask
+            if name in masked:  # a packed tensor's bitmask doubles as its mask, unless saved above
                 tensors[name + _MASK] = masked[name].contiguous()
     arch = zoo.architecture(model)
     plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
@@ -78,7 +81,7 @@ def _unpacked(tensors, plan):
         state[name] = sparse_format.unpack({"values": tensors[name + _VALUES],
                                             "bitmask": tensors[name + _BITMASK],
                                             "shape": torch.tensor(shape)})
-        if name in plan["masked"]:
+        if name in plan["masked"] and name not in mask_of:
             mask_of[name] = state[name] != 0
     return state, mask_of
 
@@ -124,6 +127,13 @@ def _remove_skipped(model, skipped):
 def load(path, model: nn.Module = None) -> nn.Module:
     """Rebuild a model saved by pk.save (zoo models from data alone, others into `model`)."""
     tensors, plan = _read(path)
+    try:
+        return _rebuild(path, tensors, plan, model)
+    except (KeyError, TypeError, IndexError) as err:  # a plan edited by hand or cut short
+        raise PruneError(f"{path}: its prunekit plan is damaged ({type(err).__name__}: {err})") from None
+
+
+def _rebuild(path, tensors, plan, model):
     if model is None:
         if not plan.get("arch"):
             raise PruneError(f"{path} holds a model prunekit cannot rebuild alone; pass model= a fresh "
@@ -147,5 +157,8 @@ def load(path, model: nn.Module = None) -> nn.Module:
             if target.shape != value.shape:
                 raise PruneError(f"{path}: tensor {key!r} has shape {list(value.shape)}, model has "
                                  f"{list(target.shape)}")
-            target.copy_(value)
+            if target.dtype == value.dtype:
+                target.copy_(value)
+            else:  # a half-precision model stays half precision
+                target.data = value.to(target.device)
     return model

@@ -104,7 +104,7 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
     except PruneError:
         raise
     except Exception:  # noqa: BLE001  data-dependent code (.item(), NMS) needs real tensors
-        ctx, output = _trace(model, example_inputs, ignored, heads, meta=False)
+        ctx, output = _real_trace(model, example_inputs, ignored, heads)
     for tensor in tensors_of(output):
         if ctx.labels(tensor) is not None:
             ctx.uf.pin(ctx.labels(tensor))
@@ -112,6 +112,18 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
     candidates = _heads(model, ctx) if heads else None
     return Graph(ctx.uf, ctx.slices, ctx.attrs, ctx.events, spaces(ctx.uf, ctx.slices, candidates),
                  ignored, candidates, ctx.meta)
+
+
+def _real_trace(model, example_inputs, ignored, heads):
+    """The trace on real tensors; a forward that fails on the example inputs is a PruneError."""
+    try:
+        return _trace(model, example_inputs, ignored, heads, meta=False)
+    except PruneError:
+        raise
+    except Exception as err:  # noqa: BLE001  the user's forward, with the user's inputs
+        text = str(err).strip().splitlines()
+        raise PruneError(f"{type(model).__name__}(*example_inputs) failed: {type(err).__name__}: "
+                         f"{text[0] if text else ''}") from err
 
 
 def _trace(model, example_inputs, ignored, heads, meta):

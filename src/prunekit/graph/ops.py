@@ -17,7 +17,7 @@ _UNARY = """relu relu6 leaky_relu elu selu celu gelu silu mish hardswish hardsig
 sigmoid tanh softplus softsign tanhshrink threshold logsigmoid dropout dropout1d dropout2d
 dropout3d alpha_dropout feature_alpha_dropout neg __neg__ abs __abs__ exp exp2 expm1 log log2
 log10 log1p sqrt rsqrt square sin cos tan sign erf erfc reciprocal floor ceil round trunc frac
-nan_to_num softmax log_softmax cumsum cumprod normalize contiguous clone detach float half
+nan_to_num normalize contiguous clone detach float half
 double bfloat16 to type type_as cpu cuda requires_grad_ __invert__ logical_not isnan isinf
 isfinite tril triu max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d
 adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d
@@ -32,12 +32,18 @@ clamp clip clamp_min clamp_max xlogy copy_""".split()
 _REDUCE = """sum mean nansum nanmean amax amin argmax argmin std var std_mean var_mean norm
 logsumexp prod all any count_nonzero median linalg_vector_norm""".split()
 _MOVE = """view reshape flatten unflatten permute transpose swapaxes swapdims movedim moveaxis
-squeeze unsqueeze expand expand_as repeat tile repeat_interleave flip fliplr flipud roll t T mT
+squeeze unsqueeze expand expand_as repeat tile repeat_interleave flip fliplr flipud t T mT
 view_as reshape_as cat concat concatenate stack hstack vstack dstack pixel_shuffle
 pixel_unshuffle channel_shuffle native_channel_shuffle pad""".split()
 _SELECT = """__getitem__ narrow select index_select gather take_along_dim split split_with_sizes
 tensor_split unbind diagonal""".split()
 _MATMUL = "matmul __matmul__ __rmatmul__ mm bmm addmm".split()
+# Ops whose every output along `dim` depends on all (or all earlier) entries along it: a
+# channel removed there would change the others, so channels along `dim` stay.
+_ALONG_DIM = "softmax log_softmax softmin cumsum cumprod logcumsumexp cummax cummin".split()
+# Statistics kept for broadcasting back (x * rsqrt(x.pow(2).mean(-1, keepdim=True)), a
+# functional RMSNorm) are recomputed over the channels that stay, as LayerNorm's are.
+_STATISTICS = set("mean nanmean var std var_mean std_mean norm linalg_vector_norm".split())
 # Value-dependent selections: their output size depends on the data, so their input keeps
 # every channel.
 _PINNING = """topk sort argsort msort nonzero masked_select unique unique_consecutive kthvalue nms
@@ -140,15 +146,38 @@ def unary(ctx, func, name, args, kwargs, out):
 
 
 def reduce(ctx, func, name, args, kwargs, out):
-    """Reduction: channels summed away leave no labels; the others stay."""
+    """Reduction: dims it keeps keep their labels. A sum, extreme or product across channels
+    changes with every channel removed, so those channels stay; a statistic kept for
+    broadcasting back (_STATISTICS with keepdim) is recomputed over the channels left."""
     source = args[0]
     labels = ctx.labels(source)
     for tensor in tensors_of(out):
-        if labels is None or tensor.dim() == 0:
-            ctx.set(tensor, None)
-            continue
-        kept = _reduced_labels(labels, source, tensor)
+        kept = None if labels is None or tensor.dim() == 0 else _reduced_labels(labels, source, tensor)
+        normalising = _base(name) in _STATISTICS and tensor.dim() == source.dim()
+        if labels is not None and kept is None and not normalising:
+            ctx.uf.pin(labels)
         ctx.set(tensor, kept)
+
+
+def along_dim(ctx, func, name, args, kwargs, out):
+    """softmax, cumsum and the like along `dim`: channels along it stay; elsewhere per element."""
+    source = args[0]
+    labels = ctx.labels(source)
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    if labels is not None and (not isinstance(dim, int) or _pad(labels, source.dim()).shape[dim] > 1):
+        ctx.uf.pin(labels)
+    unary(ctx, func, name, args, kwargs, out)
+
+
+def roll(ctx, func, name, args, kwargs, out):
+    """torch.roll: which entry wraps around depends on the size, so channels rolled stay."""
+    source = args[0]
+    labels = ctx.labels(source)
+    dims = kwargs.get("dims", args[2] if len(args) > 2 else None)
+    dims = [dims] if isinstance(dims, int) else dims
+    if labels is not None and (not dims or any(_pad(labels, source.dim()).shape[d] > 1 for d in dims)):
+        ctx.uf.pin(labels)
+    move(ctx, func, name, args, kwargs, out)
 
 
 def _reduced_labels(labels, source, result):
@@ -354,8 +383,12 @@ def einsum(ctx, func, name, args, kwargs, out):
 
 
 def attention(ctx, func, name, args, kwargs, out):
-    """scaled_dot_product_attention(q, k, v) = softmax(q @ k^T) @ v, label-wise."""
+    """scaled_dot_product_attention(q, k, v) = softmax(q @ k^T) @ v, label-wise. Without an
+    explicit `scale` it divides by sqrt(q's last dim), so that dim must keep its size."""
     q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")])[:3]
+    if _arg(args, kwargs, 6, "scale") is None:
+        _whole_rows(ctx, ctx.labels(q))
+        _whole_rows(ctx, ctx.labels(k))
     lk, lv = ctx.labels(k), ctx.labels(v)
     if kwargs.get("enable_gqa") and q.shape[-3] != k.shape[-3]:  # kv head j serves q heads j*r..
         repeat = q.shape[-3] // k.shape[-3]
@@ -370,11 +403,20 @@ def attention(ctx, func, name, args, kwargs, out):
     ctx.set(target, product(ctx, scores, scores_shape, lv, v.shape, target.dim()))
 
 
+def _whole_rows(ctx, labels):
+    """Tie the entries of every row along the last dim: only whole rows (heads) can go."""
+    if labels is None or labels.shape[-1] == 1:
+        return
+    rows = labels.reshape(-1, labels.shape[-1])
+    ctx.uf.union(np.repeat(rows[:, :1], rows.shape[1] - 1, axis=1), rows[:, 1:])
+
+
 RULES = {}
 for _names, _rule in ((_UNARY, unary), (_BINARY, elementwise), (_REDUCE, reduce), (_MOVE, move),
                       (_SELECT, select), (_MATMUL, matmul)):
     RULES.update(dict.fromkeys(_names, _rule))
-RULES.update(chunk=chunk, pad=pad, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
+RULES.update(dict.fromkeys(_ALONG_DIM, along_dim))
+RULES.update(chunk=chunk, pad=pad, roll=roll, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
 RULES.update(dict.fromkeys(_FRESH, fresh))
 RULES.update(dict.fromkeys(_PINNING, pin_inputs))
 VALUE_DEPENDENT = frozenset(_PINNING)
