@@ -21,14 +21,31 @@ def randomize_norms(model, seed=0):
 
 
 def dead_copy(model, removed):
-    """The original with every removed input slice zeroed: it must compute what the pruned
-    model computes, whatever residuals, concatenations or groups lie between."""
+    """The original with every removed input channel zeroed in the layer that reads it: it
+    must compute what the pruned model computes, whatever residuals, concatenations or
+    groups lie between."""
     dead = copy.deepcopy(model)
     with torch.no_grad():
         for name, dims in removed.items():
-            module = dead.get_submodule(name)
             if dims["in"]:
-                index = torch.tensor(dims["in"])
-                in_dim = 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1
-                module.weight.index_fill_(in_dim, index, 0)
+                _zero_inputs(dead, name, dims["in"])
     return dead
+
+
+def _zero_inputs(model, name, channels):
+    """Zero the weights that read input `channels` (a grouped conv's input c is column
+    c % per-group-inputs of its group's filters; a bare weight is named module.param)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        model.get_parameter(name).index_fill_(1, torch.tensor(channels), 0)
+        return
+    weight = module.weight
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        weight.index_fill_(0, torch.tensor(channels), 0)
+        return
+    groups = getattr(module, "groups", 1)
+    per_in, per_out = weight.shape[1], weight.shape[0] // groups
+    for c in channels:
+        group = c // per_in
+        weight[group * per_out:(group + 1) * per_out, c % per_in] = 0

@@ -149,3 +149,31 @@ def test_wrong_example_input_is_one_line_prune_error():
         pk.prune_structured(model, torch.randn(2, 4, 8, 8), ratio=0.5)
     assert "\n" not in str(info.value)
     assert model.a.out_channels == 16
+
+
+class GroupedAndBare(nn.Module):
+    """A grouped conv, a depthwise conv, and a conv weight held as a bare parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.g = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.dw, self.o = nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 8, 1)
+        self.w = nn.Parameter(torch.randn(4, 8, 1, 1))
+
+    def forward(self, x):
+        y = self.dw(F.relu(self.g(F.relu(self.a(x)))))
+        return F.conv2d(F.relu(self.o(y)), self.w).mean((2, 3))
+
+
+def test_removed_lists_channels_over_all_groups_and_bare_weights():
+    from structured_helpers import dead_copy
+    torch.manual_seed(0)
+    model, x = GroupedAndBare().eval(), torch.randn(2, 3, 8, 8)
+    original = copy.deepcopy(model)
+    res = pk.prune_structured(model, x, ratio=0.5)
+    gone = res.removed
+    assert gone["g"]["in"] == gone["a"]["out"] and len(gone["g"]["in"]) == 16 - model.g.in_channels
+    assert gone["dw"]["in"] == gone["g"]["out"] == gone["o"]["in"]
+    assert gone["w"]["in"] == gone["o"]["out"] and len(gone["w"]["in"]) == 8 - model.w.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), dead_copy(original, gone)(x))
