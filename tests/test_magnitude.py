@@ -235,3 +235,16 @@ def test_an_empty_layer_does_not_divide_by_zero():
     model = nn.Sequential(nn.Linear(4, 0), nn.Linear(0, 3))
     report = pk.prune_magnitude(model, 0.5)
     assert report.total == 0 and report.sparsity == 0.0
+
+
+def test_a_weight_shared_by_two_layers_is_ranked_once_and_masked_alike():
+    a, b = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False)
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.ReLU(), b)
+    report = pk.prune_magnitude(model, 33 / 64)  # an odd count: two rankings would split it
+    assert report.total == 64 and report.pruned == 33
+    assert pk.masks.get_mask(a) is pk.masks.get_mask(b)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(4, 8)).sum().backward()
+    opt.step()
+    assert torch.equal(a.weight, b.weight) and int((a.weight == 0).sum()) == 33

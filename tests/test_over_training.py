@@ -49,7 +49,8 @@ def test_cubic_schedule_matches_zhu_gupta():
 
 
 @pytest.mark.parametrize("bad", [dict(final=1.0, end=5), dict(final=0.5, begin=5, end=2),
-                                 dict(final=0.5, end=5, kind="cosine"), dict(final=0.5, end=5, every=0)])
+                                 dict(final=0.5, end=5, kind="cosine"), dict(final=0.5, end=5, every=0),
+                                 dict(final=0.5, end=5, every=True)])
 def test_schedule_refuses_bad_settings(bad):
     with pytest.raises(pk.PruneError):
         Schedule(**bad)
@@ -373,3 +374,14 @@ def test_allocation_refuses_a_sparsity_out_of_range():
     for method in ("uniform", "erk"):
         with pytest.raises(pk.PruneError, match="sparsity"):
             allocate.layer_sparsities(_mlp(), 1.5, method)
+
+
+def test_regrowth_and_lottery_refuse_settings_of_the_wrong_type():
+    model = _mlp()
+    pk.prune_magnitude(model, 0.5)
+    for bad in (dict(fraction="a"), dict(fraction=True), dict(every=True)):
+        with pytest.raises(pk.PruneError):
+            DynamicSparsity(model, **bad)
+    for bad in (dict(rounds=1, rate="x"), dict(rounds=True, rate=0.2)):
+        with pytest.raises(pk.PruneError):
+            lottery.find_ticket(_mlp(), lambda net, on_step: 0, **bad)

@@ -25,9 +25,9 @@ class DynamicSparsity:
                  loss_fn=nn.functional.cross_entropy, seed=0):
         if mode not in MODES:
             raise PruneError(f"dynamic sparsity mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if not 0 < fraction < 1:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
             raise PruneError(f"regrowth fraction must be in (0, 1), got {fraction!r}")
-        if not (isinstance(every, int) and every >= 1):
+        if isinstance(every, bool) or not (isinstance(every, int) and every >= 1):
             raise PruneError(f"every must be a positive int, got {every!r}")
         self.layers = [(n, m) for n, m, t in masks.masked_modules(model) if t == "weight"]
         if not self.layers:

@@ -88,9 +88,9 @@ def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, ov
 
 
 def _validate(rounds, rate, rewind_to, initial):
-    if not 0 < rate < 1:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
         raise PruneError(f"rate must be in (0, 1), got {rate!r}")
-    if not (isinstance(rounds, int) and rounds >= 1):
+    if isinstance(rounds, bool) or not (isinstance(rounds, int) and rounds >= 1):
         raise PruneError(f"rounds must be a positive int, got {rounds!r}")
     if initial is not None and rewind_to:
         raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")

@@ -50,6 +50,18 @@ def _source(index, module, score_fn, seed, is_builtin):
     return select.Source(flat.numel(), scores, alive)
 
 
+def _distinct(chosen):
+    """One (name, module) per weight tensor, ranked once; {name: other modules sharing it}."""
+    first, sharers = {}, {}
+    for name, module in chosen:
+        key = id(masks.raw_tensor(module))
+        if key in first:
+            sharers[first[key]].append(module)
+        else:
+            first[key], sharers[name] = name, []
+    return [(n, m) for n, m in chosen if n in sharers], sharers
+
+
 def _report(chosen, new_masks, total):
     """Zeros as the model now has them: masked weights and weights that were already 0."""
     layers, zeros = {}, 0
@@ -106,7 +118,7 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise PruneError(f"seed must be an int or None, got {seed!r}")
     score_fn = get_elementwise(criterion)
-    chosen = select_modules(model, include, exclude)
+    chosen, sharers = _distinct(select_modules(model, include, exclude))
     for name, module in chosen:
         _check_finite(name, masks.raw_tensor(module))
     sources = [_source(i, m, score_fn, seed or 0, not callable(criterion)) for i, (_, m) in enumerate(chosen)]
@@ -119,7 +131,9 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
     else:
         new_masks = [select.prune_lowest([s], round(sparsity * s.numel))[0] for s in sources]
     for (name, module), mask in zip(chosen, new_masks):
-        masks.attach(module, mask.view(masks.raw_tensor(module).shape))
+        shaped = mask.view(masks.raw_tensor(module).shape)
+        for user in (module, *sharers[name]):  # a shared weight gets one mask, held by every user
+            masks.attach(user, shaped)
     report = _report(chosen, new_masks, sum(s.numel for s in sources))
     if sparsity is not None and scope == "global" and report.sparsity > sparsity + 0.5 / max(report.total, 1):
         log.warning("sparsity %.4f is below the %.4f already masked: masks only ever grow, nothing was "
