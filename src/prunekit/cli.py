@@ -21,32 +21,28 @@ def _floats(text):
     return values
 
 
-def _positive_int(text):
+def _in_range(text, cast, low, high, what):
+    """`text` as `cast`, with low < value <= high (an argparse type: a bad one is refused)."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not low < value <= high:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+def _positive_int(text):
+    return _in_range(text, int, 0, float("inf"), "a whole number >= 1")
 
 
 def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+    return _in_range(text, float, 0.0, sys.float_info.max, "a finite number > 0")
 
 
 def _fraction(text):
     """A fraction in (0, 1]: a target cost cut or an accuracy retention floor."""
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
-    return value
+    return _in_range(text, float, 0.0, 1.0, "a fraction in (0, 1]")
 
 
 def _write_json(path, payload):
