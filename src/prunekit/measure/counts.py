@@ -52,7 +52,9 @@ def effective_state(model: nn.Module) -> dict:
 @torch.no_grad()
 def sizes(model: nn.Module) -> dict:
     """size_bytes of the dense safetensors file, and size_bytes_compressed where every
-    prunable weight whose values+bitmask form is smaller is stored that way."""
+    prunable weight whose values+bitmask form is smaller is stored that way: the weights as
+    deployed (masks baked in, as after make_permanent). pk.save of a model still masked also
+    writes its masks, one byte per weight of a dense-stored masked tensor."""
     state = effective_state(model)
     dense = len(safetensors_save(state))
     prunable = {f"{name}.weight" if name else "weight" for name, _ in prunable_modules(model)}
