@@ -109,6 +109,7 @@ def test_env(capsys):
     ["finetune", "in.safetensors", "out.safetensors", "--lr", "-5"],
     ["search", "in.safetensors", "out.safetensors", "--target", "-0.5"],
     ["search", "in.safetensors", "out.safetensors", "--floor", "2"],
+    ["search", "in.safetensors", "out.safetensors", "--target", "1.0"],
     ["sensitivity", "in.safetensors", "--sparsities", ""],
     ["evaluate", "in.safetensors", "--batch", "0"],
 ])

@@ -248,3 +248,20 @@ def test_a_weight_shared_by_two_layers_is_ranked_once_and_masked_alike():
     model(torch.randn(4, 8)).sum().backward()
     opt.step()
     assert torch.equal(a.weight, b.weight) and int((a.weight == 0).sum()) == 33
+
+
+@pytest.mark.parametrize("fmt", ["dense", "compressed"])
+def test_a_shared_weight_saves_loads_and_is_reported_for_every_layer(tmp_path, fmt):
+    a, b = nn.Linear(16, 16, bias=False), nn.Linear(16, 16, bias=False)
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.ReLU(), b)
+    report = pk.prune_magnitude(model, 0.5)
+    assert set(report.layers) == {"0", "2"} and report.layers["0"] == report.layers["2"]
+    with torch.no_grad():  # a live weight at exactly 0, so the mask must be stored too
+        keep = pk.masks.get_mask(a)
+        pk.masks.raw_tensor(a)[keep.nonzero()[0][0], keep.nonzero()[0][1]] = 0
+    fresh = nn.Sequential(nn.Linear(16, 16, bias=False), nn.ReLU(), nn.Linear(16, 16, bias=False))
+    loaded = pk.load(pk.save(model, tmp_path / "m.safetensors", format=fmt), model=fresh)
+    x = torch.randn(3, 16)
+    assert torch.equal(loaded(x), model(x))
+    assert torch.equal(pk.masks.get_mask(loaded[2]), pk.masks.get_mask(b))

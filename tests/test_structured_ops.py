@@ -177,3 +177,36 @@ def test_removed_lists_channels_over_all_groups_and_bare_weights():
     assert gone["w"]["in"] == gone["o"]["out"] and len(gone["w"]["in"]) == 8 - model.w.shape[1]
     with torch.no_grad():
         torch.testing.assert_close(model(x), dead_copy(original, gone)(x))
+
+
+class TokenPool(nn.Module):
+    """Mean over tokens of a (batch, tokens, channels) stream: tokens, not channels, reduced."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, width), nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x)).mean(1))
+
+
+def test_a_reduction_reads_its_dim_even_when_sizes_coincide():
+    model = TokenPool()
+    pk.prune_structured(model, torch.randn(2, 16, 8), ratio=0.5)  # 16 tokens, 16 channels
+    assert model.a.out_features == 8 and model.b.in_features == 8
+
+
+def test_soft_pruner_applies_ignore_like_prune_structured():
+    from prunekit.schedules import Schedule
+    from prunekit.soft import SoftChannelPruner
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 6, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(pk.PruneError, match="'typo' matches no module"):
+        SoftChannelPruner(model, x, Schedule(final=0.5, end=4), ignore=["typo"])
+    pruner = SoftChannelPruner(model, x, Schedule(final=0.5, end=4), ignore=[r"^4$"])  # a regex
+    for _ in range(4):
+        pruner.step()
+    assert (model[2].weight.detach().flatten(1).abs().sum(1) > 0).all()  # it feeds the ignored conv
+    pruner.finish()
+    assert model[0].out_channels == 8 and model[2].out_channels == 16 and model[4].in_channels == 16

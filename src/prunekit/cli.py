@@ -2,6 +2,7 @@
 import argparse
 import json
 import logging
+import math
 import platform
 import sys
 from pathlib import Path
@@ -41,8 +42,13 @@ def _positive_float(text):
 
 
 def _fraction(text):
-    """A fraction in (0, 1]: a target cost cut or an accuracy retention floor."""
+    """A fraction in (0, 1]: an accuracy retention floor."""
     return _in_range(text, float, 0.0, 1.0, "a fraction in (0, 1]")
+
+
+def _cut(text):
+    """A fraction in (0, 1): how much of a cost to remove."""
+    return _in_range(text, float, 0.0, math.nextafter(1.0, 0.0), "a fraction in (0, 1)")
 
 
 def _write_json(path, payload):
@@ -292,7 +298,7 @@ def _add_search(add, common):
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--cost", default="params", choices=["params", "macs", "latency"],
                    help="what the target counts; latency is timed on this machine (needs --structured)")
-    p.add_argument("--target", type=_fraction, help="fraction of the cost to remove, e.g. 0.5")
+    p.add_argument("--target", type=_cut, help="fraction of the cost to remove, e.g. 0.5")
     p.add_argument("--floor", type=_fraction, help="instead: the cheapest model keeping this validation "
                                                "accuracy retention, e.g. 0.99")
     p.add_argument("--structured", action="store_true", help="remove channels instead of masking weights")

@@ -51,12 +51,12 @@ def _source(index, module, score_fn, seed, is_builtin):
 
 
 def _distinct(chosen):
-    """One (name, module) per weight tensor, ranked once; {name: other modules sharing it}."""
+    """One (name, module) per weight tensor, ranked once; {name: [(name, module)] sharing it}."""
     first, sharers = {}, {}
     for name, module in chosen:
         key = id(masks.raw_tensor(module))
         if key in first:
-            sharers[first[key]].append(module)
+            sharers[first[key]].append((name, module))
         else:
             first[key], sharers[name] = name, []
     return [(n, m) for n, m in chosen if n in sharers], sharers
@@ -132,9 +132,12 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
         new_masks = [select.prune_lowest([s], round(sparsity * s.numel))[0] for s in sources]
     for (name, module), mask in zip(chosen, new_masks):
         shaped = mask.view(masks.raw_tensor(module).shape)
-        for user in (module, *sharers[name]):  # a shared weight gets one mask, held by every user
+        for user in (module, *(m for _, m in sharers[name])):  # a shared weight: one mask for every user
             masks.attach(user, shaped)
     report = _report(chosen, new_masks, sum(s.numel for s in sources))
+    for name in list(report.layers):  # every layer sharing a weight shows its figures
+        for other, _ in sharers[name]:
+            report.layers[other] = report.layers[name]
     if sparsity is not None and scope == "global" and report.sparsity > sparsity + 0.5 / max(report.total, 1):
         log.warning("sparsity %.4f is below the %.4f already masked: masks only ever grow, nothing was "
                     "unpruned", sparsity, report.sparsity)

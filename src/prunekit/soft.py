@@ -21,7 +21,7 @@ from .errors import PruneError
 from .graph import analyze
 from .masks import raw_tensor
 from .schedules import Schedule
-from .structured import Options, _choose_layer, _inputs, prune_structured
+from .structured import Options, _choose_layer, _ignored, _inputs, prune_structured
 
 MODES = ("mask", "zero")
 
@@ -35,7 +35,10 @@ class SoftChannelPruner:
             raise PruneError(f"soft pruning mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.model, self.schedule, self.mode, self.t = model, schedule, mode, 0
         self.inputs = _inputs(example_inputs)
-        self.graph = analyze(model, self.inputs, ignore=ignore or ())
+        self.graph = analyze(model, self.inputs, ignore=_ignored(model, ignore))
+        if not self.graph.spaces:
+            raise PruneError(f"{type(model).__name__} has no prunable channels: every layer feeds the output, "
+                             "is ignored, or has a fixed shape")
         self.criterion, self.ignore = get_channel(importance), ignore
         self.zeroed = set()
         self.history = []  # [(step, channels zeroed)]

@@ -26,12 +26,23 @@ def _shapes(state):
     return {name: list(tensor.shape) for name, tensor in state.items()}
 
 
+def _distinct_storage(tensors: dict) -> dict:
+    """The same tensors, a copy where one shares memory with an earlier one (a weight shared
+    by two layers has one mask): safetensors refuses shared storage."""
+    seen, out = set(), {}
+    for name, tensor in tensors.items():
+        out[name] = tensor.clone() if tensor.numel() and tensor.data_ptr() in seen else tensor
+        seen.add(tensor.data_ptr())
+    return out
+
+
 def save(model: nn.Module, path, format: str = "dense") -> Path:
     """Write `model` to `path` (safetensors); format "dense" or "compressed" (values + bitmask)."""
     if format not in FORMATS:
         raise PruneError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     tensors, packed = {}, []
-    masked = {f"{m}.{t}" if m else t: masks.get_mask(mod, t) for m, mod, t in masks.masked_modules(model)}
+    masked = _distinct_storage({f"{m}.{t}" if m else t: masks.get_mask(mod, t)
+                                for m, mod, t in masks.masked_modules(model)})
     prunable = {f"{n}.weight" if n else "weight" for n, m in model.named_modules()
                 if isinstance(m, masks.PRUNABLE_TYPES)}
     state = _effective_state(model)

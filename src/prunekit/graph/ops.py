@@ -151,12 +151,40 @@ def reduce(ctx, func, name, args, kwargs, out):
     broadcasting back (_STATISTICS with keepdim) is recomputed over the channels left."""
     source = args[0]
     labels = ctx.labels(source)
+    dims = _reduced_dims(name, args, kwargs, source)
     for tensor in tensors_of(out):
-        kept = None if labels is None or tensor.dim() == 0 else _reduced_labels(labels, source, tensor)
-        normalising = _base(name) in _STATISTICS and tensor.dim() == source.dim()
-        if labels is not None and kept is None and not normalising:
-            ctx.uf.pin(labels)
-        ctx.set(tensor, kept)
+        if labels is None:
+            ctx.set(tensor, None)
+        elif dims is None:  # a dim argument we can't read: match shapes, as before
+            ctx.set(tensor, None if tensor.dim() == 0 else _reduced_labels(labels, source, tensor))
+        else:
+            padded = _pad(labels, source.dim())
+            if any(padded.shape[d] > 1 for d in dims):
+                if not (_base(name) in _STATISTICS and tensor.dim() == source.dim()):
+                    ctx.uf.pin(labels)
+                ctx.set(tensor, None)
+            elif tensor.dim() == source.dim():
+                ctx.set(tensor, padded)
+            else:
+                ctx.set(tensor, np.squeeze(padded, axis=tuple(dims)) if tensor.dim() == source.dim() - len(dims)
+                        else None)
+
+
+# Where a reduction takes its dim when it is given by position (norm(x, p, dim)).
+_DIM_POSITION = {"norm": 2, "linalg_vector_norm": 2}
+
+
+def _reduced_dims(name, args, kwargs, source):
+    """The dims a reduction sums over, from its `dim` argument (all of them if there is
+    none); None if it is not a plain int or tuple of ints."""
+    position = _DIM_POSITION.get(_base(name), 1)
+    dim = kwargs["dim"] if "dim" in kwargs else (args[position] if len(args) > position else None)
+    if dim is None:
+        return list(range(source.dim()))
+    dims = [dim] if isinstance(dim, int) else list(dim) if isinstance(dim, (list, tuple)) else None
+    if dims is None or any(isinstance(d, bool) or not isinstance(d, int) for d in dims) or not source.dim():
+        return None
+    return sorted({d % source.dim() for d in dims})
 
 
 def along_dim(ctx, func, name, args, kwargs, out):
