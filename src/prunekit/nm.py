@@ -48,7 +48,7 @@ def prune_nm(model, n=2, m=4, *, criterion="l1", include=None, exclude=None) -> 
     chosen = select_modules(model, include, exclude)
     width = lambda mod: masks.raw_tensor(mod).shape[input_dim(mod)]  # noqa: E731
     fits = [(name, mod) for name, mod in chosen if width(mod) % m == 0]
-    skipped = [name for name, mod in chosen if width(mod) % m != 0]
+    skipped = [name or "<model>" for name, mod in chosen if width(mod) % m != 0]
     if not fits:
         raise PruneError(f"no selected layer has an input width divisible by m={m}: {', '.join(skipped)}")
     new_masks = [_layer_mask(mod, score_fn, n, m, i) for i, (_, mod) in enumerate(fits)]
