@@ -121,7 +121,7 @@ def test_out_of_range_arguments_are_refused_before_any_work(home, capsys, argv):
 
 def test_compare_refuses_zero_threads_before_training(home, capsys):
     assert main(["compare", "--dataset", "digits", "--threads", "0", "--out", str(home / "o"), "--quiet"]) == 2
-    assert "threads must be a positive int" in capsys.readouterr().err
+    assert "threads must be an integer >= 1" in capsys.readouterr().err
     assert not (home / "o").exists() and not (home / "home" / "models").exists()
 
 

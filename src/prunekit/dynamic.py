@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import masks
-from .errors import PruneError
+from .errors import PruneError, check_count
 
 MODES = ("rigl", "set")
 
@@ -27,8 +27,7 @@ class DynamicSparsity:
             raise PruneError(f"dynamic sparsity mode must be one of {', '.join(MODES)}, got {mode!r}")
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
             raise PruneError(f"regrowth fraction must be in (0, 1), got {fraction!r}")
-        if isinstance(every, bool) or not (isinstance(every, int) and every >= 1):
-            raise PruneError(f"every must be a positive int, got {every!r}")
+        check_count("every", every, 1)
         self.layers = [(n, m) for n, m, t in masks.masked_modules(model) if t == "weight"]
         if not self.layers:
             raise PruneError("dynamic sparsity needs a masked model: prune it first (pk.prune_magnitude)")

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from . import masks
 from ._targets import select_modules
-from .errors import PruneError
+from .errors import PruneError, check_count
 from .magnitude import prune_magnitude
 
 # A masked tensor's state names; no leading "." when the model itself is the masked layer.
@@ -90,8 +90,7 @@ def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, ov
 def _validate(rounds, rate, rewind_to, initial):
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
         raise PruneError(f"rate must be in (0, 1), got {rate!r}")
-    if isinstance(rounds, bool) or not (isinstance(rounds, int) and rounds >= 1):
-        raise PruneError(f"rounds must be a positive int, got {rounds!r}")
+    check_count("rounds", rounds, 1)
     if initial is not None and rewind_to:
         raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")
 

@@ -15,7 +15,7 @@ import torch
 from . import data as datasets
 from . import methods, zoo
 from ._paths import home
-from .errors import PruneError
+from .errors import PruneError, check_count
 from .export import load, save
 from .masks import make_permanent
 from .measure import compare, measure, time_models
@@ -64,9 +64,7 @@ def validate(config: CompareConfig):
     if config.epochs < 1 or config.finetune_epochs < 0:
         raise PruneError("epochs must be >= 1 and finetune epochs >= 0")
     for name in ("threads", "latency_batch", "latency_repeats"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PruneError(f"{name} must be a positive int, got {value!r}")
+        check_count(name, getattr(config, name), 1)
 
 
 def dense_model(config: CompareConfig, dataset, quiet=False):

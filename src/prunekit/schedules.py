@@ -11,7 +11,7 @@ which prunes fast while many weights are redundant and slowly near the target.
 import math
 from dataclasses import dataclass
 
-from .errors import PruneError
+from .errors import PruneError, check_count
 from .magnitude import prune_magnitude
 
 KINDS = ("constant", "linear", "cubic")
@@ -33,8 +33,7 @@ class Schedule:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise PruneError(f"schedule {name} sparsity must be in [0, 1), got {value!r}")
-        if isinstance(self.every, bool) or not (isinstance(self.every, int) and self.every >= 1):
-            raise PruneError(f"schedule every must be a positive int, got {self.every!r}")
+        check_count("schedule every", self.every, 1)
         if not (isinstance(self.begin, int) and isinstance(self.end, int) and 0 <= self.begin <= self.end):
             raise PruneError(f"schedule needs 0 <= begin <= end (ints), got begin={self.begin!r}, end={self.end!r}")
 

@@ -21,7 +21,7 @@ from .errors import PruneError
 from .graph import analyze
 from .masks import raw_tensor
 from .schedules import Schedule
-from .structured import Options, _choose_layer, _ignored, _inputs, prune_structured
+from .structured import Options, _choose_layer, _ignored, _inputs, nothing_to_prune, prune_structured
 
 MODES = ("mask", "zero")
 
@@ -37,8 +37,7 @@ class SoftChannelPruner:
         self.inputs = _inputs(example_inputs)
         self.graph = analyze(model, self.inputs, ignore=_ignored(model, ignore))
         if not self.graph.spaces:
-            raise PruneError(f"{type(model).__name__} has no prunable channels: every layer feeds the output, "
-                             "is ignored, or has a fixed shape")
+            raise nothing_to_prune(model, "channels")
         self.criterion, self.ignore = get_channel(importance), ignore
         self.zeroed = set()
         self.history = []  # [(step, channels zeroed)]

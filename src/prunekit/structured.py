@@ -285,6 +285,11 @@ def _prune_layers(model, inputs, ratio, importance, calibration, seed, ignored, 
     return result
 
 
+def nothing_to_prune(model, what) -> PruneError:
+    return PruneError(f"{type(model).__name__} has no prunable {what}: every layer feeds the output, is "
+                      "ignored, or has a fixed shape")
+
+
 def channel_spaces(model, example_inputs, *, ignore=None) -> dict:
     """{space name: number of channels} for every channel space prune_structured would cut
     (a space is named after its first producing layer; `overrides={re.escape(name): r}`
@@ -348,9 +353,7 @@ def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibrat
         graph = analyze(model, inputs, ignore=ignored, heads=granularity == "head")
         if first_counts is None:
             if not graph.spaces:
-                what = "attention heads" if granularity == "head" else "channels"
-                raise PruneError(f"{type(model).__name__} has no prunable {what}: every layer feeds "
-                                 "the output, is ignored, or has a fixed shape")
+                raise nothing_to_prune(model, "attention heads" if granularity == "head" else "channels")
             first_counts = {s.name: len(s.units) for s in graph.spaces}
         score_of = dict(zip(unit_order(graph).tolist(), criterion(graph, model, calibration, seed)))
         for s in graph.slices:

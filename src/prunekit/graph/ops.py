@@ -187,24 +187,26 @@ def _reduced_dims(name, args, kwargs, source):
     return sorted({d % source.dim() for d in dims})
 
 
+def _pin_along(ctx, source, dims):
+    """Keep `source`'s channels if any of `dims` carries them (`dims` None: not known, keep)."""
+    labels = ctx.labels(source)
+    if labels is not None and (dims is None or any(_pad(labels, source.dim()).shape[d] > 1 for d in dims)):
+        ctx.uf.pin(labels)
+
+
 def along_dim(ctx, func, name, args, kwargs, out):
     """softmax, cumsum and the like along `dim`: channels along it stay; elsewhere per element."""
-    source = args[0]
-    labels = ctx.labels(source)
     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-    if labels is not None and (not isinstance(dim, int) or _pad(labels, source.dim()).shape[dim] > 1):
-        ctx.uf.pin(labels)
+    _pin_along(ctx, args[0], [dim] if isinstance(dim, int) else None)
     unary(ctx, func, name, args, kwargs, out)
 
 
 def roll(ctx, func, name, args, kwargs, out):
-    """torch.roll: which entry wraps around depends on the size, so channels rolled stay."""
-    source = args[0]
-    labels = ctx.labels(source)
+    """torch.roll: which entry wraps around depends on the size, so channels rolled stay
+    (no dims: the flattened tensor is rolled)."""
     dims = kwargs.get("dims", args[2] if len(args) > 2 else None)
-    dims = [dims] if isinstance(dims, int) else dims
-    if labels is not None and (not dims or any(_pad(labels, source.dim()).shape[d] > 1 for d in dims)):
-        ctx.uf.pin(labels)
+    dims = [dims] if isinstance(dims, int) else (list(dims) if dims else None)
+    _pin_along(ctx, args[0], dims)
     move(ctx, func, name, args, kwargs, out)
 
 

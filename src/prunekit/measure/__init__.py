@@ -5,6 +5,7 @@ import logging
 
 from torch import nn
 
+from ..errors import check_count
 from . import _run
 from .accuracy import top1
 from .counts import count_params, sizes
@@ -27,10 +28,10 @@ def measure(model: nn.Module, example_inputs, *, data=None, latency: bool = True
     and latency (if `latency`) and accuracy (if `data`, an iterable of (x, y) batches)."""
     _run.check_model(model)
     inputs = _run.as_inputs(example_inputs)
-    _run.check_count("repeats", repeats, 1)
-    _run.check_count("warmup", warmup, 0)
+    check_count("repeats", repeats, 1)
+    check_count("warmup", warmup, 0)
     if threads is not None:
-        _run.check_count("threads", threads, 1)
+        check_count("threads", threads, 1)
     with _run.threads(threads):
         stats = layer_stats(model, inputs)  # the first forward: a broken model fails here
         result = {**count_params(model), **totals(stats), **sizes(model)}

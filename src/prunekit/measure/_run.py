@@ -26,11 +26,6 @@ def check_model(model) -> None:
         raise PruneError(f"expected a torch.nn.Module, got {type(model).__name__}")
 
 
-def check_count(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PruneError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def forward(model: nn.Module, inputs: tuple):
     """model(*inputs); any failure becomes a one-line PruneError."""
     try:

@@ -7,7 +7,7 @@ import time
 
 from torch import nn
 
-from ..errors import PruneError
+from ..errors import PruneError, check_count
 from . import _run
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,10 @@ def _check(models, repeats, warmup, threads):
     for name, model in models.items():
         if not isinstance(model, nn.Module):
             raise PruneError(f"models[{name!r}] is a {type(model).__name__}, not an nn.Module")
-    _run.check_count("repeats", repeats, 1)
-    _run.check_count("warmup", warmup, 0)
+    check_count("repeats", repeats, 1)
+    check_count("warmup", warmup, 0)
     if threads is not None:
-        _run.check_count("threads", threads, 1)
+        check_count("threads", threads, 1)
 
 
 def time_models(models: dict, example_inputs, *, repeats: int = 30, warmup: int = 5,
