@@ -17,7 +17,7 @@ from prunekit import zoo
 try:  # the registry of compare's methods moved in the package regrouping
     from prunekit.experiments import methods
 except ImportError:  # pragma: no cover - the layout before it
-    from prunekit import methods
+    from prunekit.experiments import methods
 
 ONE_SHOT = ("magnitude-global", "magnitude-layer", "structured", "hybrid", "lamp", "erk", "nm-2:4")
 INPUTS = {"lenet300": (1, 1, 28, 28), "lenet5": (1, 1, 28, 28), "smallcnn": (1, 1, 28, 28),

@@ -28,7 +28,7 @@ import torch
 
 import prunekit as pk
 from prunekit import data, zoo
-from prunekit.schedules import GradualPruner, Schedule, steps_per_epoch
+from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
 from prunekit.train import FitConfig, evaluate, fit
 from _stats import mean_std
 

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 import prunekit as pk
 from prunekit import data, zoo
 from _stats import summarize
-from prunekit.schedules import GradualPruner, Schedule, steps_per_epoch
+from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
 from prunekit.train import evaluate, student_loss
 
 BATCH = 128

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from prunekit import data, lottery, zoo
+from prunekit import data, zoo
+from prunekit.training import lottery
 from prunekit.train import FitConfig, evaluate, fit
 from _stats import mean_std
 

@@ -15,7 +15,7 @@ import json
 import torch
 
 import prunekit as pk
-from prunekit import pretrained
+from prunekit.zoo import pretrained
 
 CRITERIA = ("l2", "l1", "fpgm", "lamp", "activation_mean", "apoz", "random")
 

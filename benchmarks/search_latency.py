@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from prunekit import channel_search, data, zoo
+from prunekit import data, zoo
+from prunekit.search import channels as channel_search
 from prunekit.measure.latency import time_models
 from prunekit.structured import channel_spaces
 from prunekit.train import FitConfig, evaluate, fit

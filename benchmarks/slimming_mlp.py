@@ -61,8 +61,8 @@ from torch import nn
 import prunekit as pk
 from prunekit import data
 from prunekit.criteria import bn_l1_penalty
-from prunekit.schedules import Schedule, steps_per_epoch
-from prunekit.soft import SoftChannelPruner
+from prunekit.training.schedules import Schedule, steps_per_epoch
+from prunekit.training.soft import SoftChannelPruner
 from prunekit.train import evaluate, student_loss
 from _stats import mean_std as stats
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit import channel_search
+from prunekit.search import channels as channel_search
 from prunekit.measure.macs import layer_stats, totals
 from prunekit.structured import channel_spaces
 

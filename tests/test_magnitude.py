@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit import select
+from prunekit.unstructured import select
 
 
 def mlp(seed=0, sizes=(20, 30, 10)):

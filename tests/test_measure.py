@@ -9,8 +9,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit.errors import PruneError
-from prunekit.export import sparse_format
-from prunekit.measure import compare, energy as energy_mod, measure, memory, prunable_modules, time_models
+from prunekit.serialization import sparse_format
+from prunekit.measure import compare, measure, memory, prunable_modules, time_models
+from prunekit.measure import energy as energy_mod
 
 
 @pytest.fixture(autouse=True)

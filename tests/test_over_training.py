@@ -8,12 +8,16 @@ import torchvision
 from torch import nn
 
 import prunekit as pk
-from prunekit import allocate, hybrid, lottery, masks, search
-from prunekit.dynamic import DynamicSparsity
-from prunekit.schedules import GradualPruner, Schedule
-from prunekit import soft
+from prunekit import masks
+from prunekit.unstructured import allocate
+from prunekit.search import hybrid
+from prunekit.training import lottery
+from prunekit.search import layerwise as search
+from prunekit.training.dynamic import DynamicSparsity
+from prunekit.training.schedules import GradualPruner, Schedule
+from prunekit.training import soft
 from prunekit.criteria.group import units as search_units
-from prunekit.soft import SoftChannelPruner
+from prunekit.training.soft import SoftChannelPruner
 
 
 def _mlp(seed=0):

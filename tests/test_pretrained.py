@@ -6,7 +6,7 @@ import torch
 from structured_helpers import dead_copy
 
 import prunekit as pk
-from prunekit import pretrained
+from prunekit.zoo import pretrained
 
 pytest.importorskip("timm")
 

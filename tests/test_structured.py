@@ -159,7 +159,7 @@ def test_iterative_steps_reach_the_ratio_with_original_indices():
     assert len(gone) == len(set(gone)) == 180 and max(gone) < 300
 
 
-@pytest.mark.parametrize("importance", sorted(CHANNEL))
+@pytest.mark.parametrize("importance", CHANNEL.names())
 def test_every_criterion_prunes_and_is_deterministic(importance):
     torch.manual_seed(0)
     model = randomize_norms(Kitchen())
@@ -272,7 +272,7 @@ def test_failure_midway_restores_the_model(monkeypatch):
 
     def broken_check(*args, **kwargs):
         raise RuntimeError("simulated crash after surgery")
-    monkeypatch.setattr("prunekit.structured.check", broken_check)
+    monkeypatch.setattr("prunekit.structured.repair.check", broken_check)
     with pytest.raises(RuntimeError):
         pk.prune_structured(model, x, ratio=0.5)
     assert graph is not None

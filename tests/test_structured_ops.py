@@ -197,8 +197,8 @@ def test_a_reduction_reads_its_dim_even_when_sizes_coincide():
 
 
 def test_soft_pruner_applies_ignore_like_prune_structured():
-    from prunekit.schedules import Schedule
-    from prunekit.soft import SoftChannelPruner
+    from prunekit.training.schedules import Schedule
+    from prunekit.training.soft import SoftChannelPruner
     model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 6, 1),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
     x = torch.randn(2, 3, 8, 8)

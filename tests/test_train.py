@@ -30,7 +30,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(digits, tmp_path, mon
     straight.load_state_dict(init)
     full = fit(straight, digits, config, quiet=True)
 
-    real_epoch = train._train_epoch
+    real_epoch = train.loop._train_epoch
 
     def crash_in_third_epoch(model, dataset, optimizer, config, epoch, *rest):
         if epoch == 2:
@@ -38,10 +38,10 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(digits, tmp_path, mon
         return real_epoch(model, dataset, optimizer, config, epoch, *rest)
     crashed = zoo.build("lenet300", in_features=64)
     crashed.load_state_dict(init)
-    monkeypatch.setattr(train, "_train_epoch", crash_in_third_epoch)
+    monkeypatch.setattr(train.loop, "_train_epoch", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(crashed, digits, config, checkpoint_dir=tmp_path, quiet=True)
-    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(train.loop, "_train_epoch", real_epoch)
     resumed = zoo.build("lenet300", in_features=64)  # fresh weights: the checkpoint must restore them
     result = fit(resumed, digits, config, checkpoint_dir=tmp_path, quiet=True)
     assert [h["val"] for h in result.history] == [h["val"] for h in full.history]
@@ -98,7 +98,7 @@ def test_fit_with_a_teacher_pulls_the_student_towards_it(digits):
 
 
 def test_keep_best_callable_only_considers_epochs_it_allows(digits):
-    from prunekit.schedules import GradualPruner, Schedule, steps_per_epoch
+    from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
     torch.manual_seed(0)
     model = zoo.build("lenet300", in_features=64)
     per_epoch = steps_per_epoch(len(digits.train), 64)

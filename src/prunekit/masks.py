@@ -11,18 +11,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import PruneError
+from prunekit.errors import PruneError
+from prunekit.targets import prunable_modules, stored_weight
 
 log = logging.getLogger(__name__)
-
-PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
-                  nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
-def prunable_count(model: nn.Module) -> int:
-    """Weights of the model's prunable (Linear/Conv) layers, masked or not."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
-
 
 class Mask(nn.Module):
     """Parametrization `w -> w * mask` with a boolean buffer (1 byte per weight)."""
@@ -92,14 +84,15 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 
 def sparsity(model: nn.Module) -> dict:
-    """{"global": {"params", "zeros", "sparsity"}, "layers": {name: {...}}} over prunable weights."""
-    layers, total, zeros = {}, 0, 0
-    for name, module in model.named_modules():
-        if not isinstance(module, PRUNABLE_TYPES):
-            continue
+    """{"global": {"params", "zeros", "sparsity"}, "layers": {name: {...}}} over prunable
+    weights; every layer is reported, a weight shared by several layers counts once in global."""
+    layers, total, zeros, seen = {}, 0, 0, set()
+    for name, module in prunable_modules(model):
         weight = module.weight
         n, z = weight.numel(), int(weight.numel() - torch.count_nonzero(weight))
         layers[name] = {"params": n, "zeros": z, "sparsity": z / n if n else 0.0}
-        total, zeros = total + n, zeros + z
+        if id(stored_weight(module)) not in seen:
+            seen.add(id(stored_weight(module)))
+            total, zeros = total + n, zeros + z
     return {"global": {"params": total, "zeros": zeros, "sparsity": zeros / total if total else 0.0},
             "layers": layers}

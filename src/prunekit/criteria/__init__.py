@@ -3,41 +3,29 @@ from typing import Callable
 
 import torch
 
-from ..errors import PruneError
+from prunekit._utils.registry import Registry
 
-ELEMENTWISE: dict = {}  # fn(weights, generator) -> scores of the same shape
-CHANNEL: dict = {}      # fn(graph, model, calibration, seed) -> one score per structured unit
-
-
-def _register(table: dict, name: str):
-    def wrap(fn: Callable) -> Callable:
-        table[name] = fn
-        return fn
-    return wrap
-
-
-def _lookup(table: dict, name, what: str, signature: str) -> Callable:
-    if name not in table:
-        raise PruneError(f"unknown {what} {name!r}: choose one of {', '.join(sorted(table))} "
-                         f"or pass a callable {signature}")
-    return table[name]
+# fn(weights, generator) -> scores of the same shape
+ELEMENTWISE = Registry("criterion", hint=", or pass a callable weights -> scores")
+# fn(graph, model, calibration, seed) -> one score per structured unit
+CHANNEL = Registry("importance", hint=", or pass a callable (weight, dim) -> scores")
 
 
 def register_elementwise(name: str):
     """Register `fn(weights, generator) -> scores` (same shape, float) under `name`."""
-    return _register(ELEMENTWISE, name)
+    return ELEMENTWISE.register(name)
 
 
 def register_channel(name: str):
     """Register `fn(graph, model, calibration, seed) -> scores` (one per unit) under `name`."""
-    return _register(CHANNEL, name)
+    return CHANNEL.register(name)
 
 
 def get_elementwise(criterion) -> Callable:
     """A registered criterion name, or a user callable `fn(weights) -> scores` (same shape)."""
     if callable(criterion):
         return lambda weights, generator: criterion(weights)
-    return _lookup(ELEMENTWISE, criterion, "criterion", "weights -> scores")
+    return ELEMENTWISE.get(criterion)
 
 
 def get_channel(importance) -> Callable:
@@ -45,7 +33,7 @@ def get_channel(importance) -> Callable:
     (one per index along `dim` of each producing layer's weight, summed over a unit)."""
     if callable(importance):
         return _per_weight(importance)
-    return _lookup(CHANNEL, importance, "importance", "(weight, dim) -> scores")
+    return CHANNEL.get(importance)
 
 
 def _per_weight(fn):
@@ -56,7 +44,7 @@ def _per_weight(fn):
     return criterion
 
 
-from . import calibrated as _calibrated  # noqa: E402,F401  (registers the built-ins)
-from . import group as _group  # noqa: E402,F401
-from .group import accumulate, bn_l1_penalty  # noqa: E402,F401
-from . import elementwise as _elementwise  # noqa: E402,F401
+from prunekit.criteria import calibrated as _calibrated  # noqa: E402,F401  (registers the built-ins)
+from prunekit.criteria import group as _group  # noqa: E402,F401
+from prunekit.criteria.group import accumulate, bn_l1_penalty  # noqa: E402,F401
+from prunekit.criteria import elementwise as _elementwise  # noqa: E402,F401

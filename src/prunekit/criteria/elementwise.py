@@ -1,7 +1,7 @@
 """Per-weight scores for unstructured pruning."""
 import torch
 
-from . import register_elementwise
+from prunekit.criteria import register_elementwise
 
 
 @register_elementwise("l1")

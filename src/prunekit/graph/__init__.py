@@ -12,16 +12,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PruneError
-from ..masks import raw_tensor
-from . import layers, ops
-from .labels import NONE, PIN, UnionFind, keep_mask, removal_table
-from .run import attributes_kept, eval_mode, meta_call, watch
-from .spaces import Space, spaces
-from .trace import Context, tensors_of
-from .verify import check, pin_event
+from prunekit.errors import PruneError
+from prunekit.masks import raw_tensor
+from prunekit.graph import layers, ops
+from prunekit.graph.labels import NONE, PIN, UnionFind, keep_mask, removal_table
+from prunekit._utils.modes import eval_mode
+from prunekit.graph.run import attributes_kept, meta_call, watch
+from prunekit.graph.spaces import Space, spaces
+from prunekit._utils.inputs import tensors_of
+from prunekit.graph.trace import Context
+from prunekit.surgery.attributes import HEAD_COUNTS, HEAD_WIDTHS
 
-__all__ = ["Graph", "Space", "analyze", "check", "pin_event", "HEAD_COUNTS", "HEAD_WIDTHS"]
+__all__ = ["Graph", "Space", "analyze"]
 
 _ALWAYS = {ops.functional_linear, ops.functional_conv, ops.functional_norm, ops.matmul}
 _PARAMS_LABELLED = {ops.move, ops.select, ops.elementwise, ops.unary}
@@ -146,11 +148,6 @@ def _trace(model, example_inputs, ignored, heads, meta):
         ctx.stack = stack
         output = call()
     return ctx, output
-
-
-HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
-                "num_kv_heads")
-HEAD_WIDTHS = ("all_head_size", "split_size", "inner_dim", "attn_dim")
 
 
 def _heads(model, ctx) -> set:

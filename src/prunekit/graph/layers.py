@@ -8,7 +8,7 @@ import numpy as np
 from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from .trace import tensors_of
+from prunekit._utils.inputs import tensors_of
 
 RULES: dict = {}
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from . import layers
-from .trace import WatchMode
+from prunekit.graph import layers
+from prunekit.graph.trace import WatchMode
 
 
 @contextmanager
@@ -45,18 +45,6 @@ def watch(model, ignored, on_op, on_leaf, meta=False):
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextmanager
-def eval_mode(model):
-    """Trace in eval mode (no BatchNorm statistics updated); restore each module's mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 @contextmanager

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .labels import NONE, PIN
+from prunekit.graph.labels import NONE, PIN
 
 
 @dataclass

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
-from ..errors import PruneError
-from .labels import NONE, UnionFind, along, settle
+from prunekit._utils.inputs import tensors_of
+from prunekit.errors import PruneError
+from prunekit.graph.labels import NONE, UnionFind, along, settle
 
 
 @dataclass
@@ -61,31 +62,6 @@ def op_name(func) -> str:
     if name == "__get__":  # a property such as Tensor.T
         name = getattr(getattr(func, "__self__", None), "__name__", name)
     return name
-
-
-_LEAVES = (int, float, bool, str, type(None), slice, type(Ellipsis), torch.dtype, torch.device,
-           torch.Size, torch.memory_format, torch.layout)
-
-
-def tensors_of(value) -> list:
-    """Every tensor in a nest of arguments or outputs, in pytree order."""
-    found = []
-    _collect(value, found)
-    return found
-
-
-def _collect(value, found) -> None:
-    # plain containers by hand: tree_flatten on every torch call was a third of a trace's time
-    if isinstance(value, torch.Tensor):
-        found.append(value)
-    elif type(value) in (tuple, list):
-        for item in value:
-            _collect(item, found)
-    elif type(value) is dict:
-        for item in value.values():
-            _collect(item, found)
-    elif not isinstance(value, _LEAVES):  # namedtuples, model outputs, registered nodes
-        found.extend(t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor))
 
 
 @dataclass

@@ -5,16 +5,17 @@ import logging
 
 from torch import nn
 
-from ..errors import check_count
-from . import _run
-from .accuracy import top1
-from .counts import count_params, sizes
-from .energy import energy_of
-from .latency import time_models
-from .macs import layer_stats, totals
-from .memory import peak_memory
-from .modules import prunable_modules
-from .ratios import compare
+from prunekit._utils.inputs import as_inputs
+from prunekit.errors import check_count
+from prunekit.measure import _run
+from prunekit.measure.accuracy import top1
+from prunekit.measure.counts import count_params, sizes
+from prunekit.measure.energy import energy_of
+from prunekit.measure.latency import time_models
+from prunekit.measure.macs import layer_stats, totals
+from prunekit.measure.memory import peak_memory
+from prunekit.targets import prunable_modules
+from prunekit.measure.ratios import compare
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def measure(model: nn.Module, example_inputs, *, data=None, latency: bool = True
     theoretical_speedup_vs_dense, size_bytes, size_bytes_compressed, peak_memory, energy,
     and latency (if `latency`) and accuracy (if `data`, an iterable of (x, y) batches)."""
     _run.check_model(model)
-    inputs = _run.as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs, tensors_only=True)
     check_count("repeats", repeats, 1)
     check_count("warmup", warmup, 0)
     if threads is not None:

@@ -4,16 +4,7 @@ import contextlib
 import torch
 from torch import nn
 
-from ..errors import PruneError
-
-
-def as_inputs(example_inputs) -> tuple:
-    """example_inputs as a tuple of tensors, or PruneError."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
-    if not isinstance(inputs, tuple) or not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
-        raise PruneError(f"example_inputs must be a Tensor or a non-empty tuple of Tensors, "
-                         f"got {type(example_inputs).__name__}")
-    return inputs
+from prunekit.errors import PruneError
 
 
 def batch_size(inputs: tuple) -> int:

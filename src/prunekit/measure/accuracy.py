@@ -2,8 +2,9 @@
 import torch
 from torch import nn
 
-from ..errors import PruneError
-from . import _run
+from prunekit._utils.inputs import as_inputs
+from prunekit.errors import PruneError
+from prunekit.measure import _run
 
 
 def _logits(output):
@@ -22,7 +23,7 @@ def _batch(batch):
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise PruneError(f"data must yield (x, y) pairs, got a {type(batch).__name__}")
     x, y = batch
-    inputs = _run.as_inputs(tuple(x) if isinstance(x, list) else x)
+    inputs = as_inputs(tuple(x) if isinstance(x, list) else x, tensors_only=True)
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
     return inputs, y

@@ -3,8 +3,8 @@ import torch
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
-from ..export import sparse_format
-from .modules import effective_tensors, prunable_modules
+from prunekit.serialization import sparse_format
+from prunekit.targets import effective_state, effective_tensors, prunable_modules, prunable_weights
 
 
 def _nonzeros(t: torch.Tensor) -> int:
@@ -23,30 +23,13 @@ def count_params(model: nn.Module) -> dict:
         params += tensor.numel()
         params_nonzero += _nonzeros(tensor)
     prunable = nonzeros = 0
-    seen = set()
-    for _, module in prunable_modules(model):
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+    for _, module in prunable_weights(model):
         weight = module.weight
         prunable += weight.numel()
         nonzeros += _nonzeros(weight)
     sparsity = 1.0 - nonzeros / prunable if prunable else 0.0
     return {"params": params, "prunable_params": prunable, "nonzeros": nonzeros,
             "params_nonzero": params_nonzero, "sparsity": sparsity}
-
-
-def effective_state(model: nn.Module) -> dict:
-    """{qualified name: effective tensor} of all persistent parameters and buffers, contiguous,
-    on CPU, with tied tensors copied (safetensors refuses shared storage)."""
-    state, seen = {}, set()
-    for name, tensor, _, _ in effective_tensors(model):
-        tensor = tensor.detach().to("cpu").contiguous()
-        if tensor.numel() and tensor.data_ptr() in seen:
-            tensor = tensor.clone()
-        seen.add(tensor.data_ptr())
-        state[name] = tensor
-    return state
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ import time
 
 from torch import nn
 
-from . import _run
+from prunekit.measure import _run
 
 log = logging.getLogger(__name__)
 

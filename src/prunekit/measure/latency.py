@@ -7,8 +7,9 @@ import time
 
 from torch import nn
 
-from ..errors import PruneError, check_count
-from . import _run
+from prunekit._utils.inputs import as_inputs
+from prunekit.errors import PruneError, check_count
+from prunekit.measure import _run
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def time_models(models: dict, example_inputs, *, repeats: int = 30, warmup: int 
     """{name: {median_s, p25_s, p75_s, min_s, repeats, threads, batch_size}} for each model,
     all timed in one interleaved loop (round r runs every model once, order rotated)."""
     _check(models, repeats, warmup, threads)
-    inputs = _run.as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs, tensors_only=True)
     names = list(models)
     samples = {name: [] for name in names}
     with _run.threads(threads) as used, _run.inference(*models.values()):

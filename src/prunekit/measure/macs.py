@@ -9,8 +9,8 @@ import math
 import torch
 from torch import nn
 
-from . import _run
-from .modules import prunable_modules
+from prunekit.measure import _run
+from prunekit.targets import prunable_modules
 
 
 def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:

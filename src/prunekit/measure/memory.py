@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from . import _run
+from prunekit.measure import _run
 
 
 class _LiveBytes(TorchDispatchMode):

@@ -1,6 +1,6 @@
 """Ratios between two `measure` results: the five numbers users ask for, plus the
 theoretical (MACs) speedup kept apart from the measured one."""
-from ..errors import PruneError
+from prunekit.errors import PruneError
 
 
 def _ratio(numerator, denominator):

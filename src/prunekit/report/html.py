@@ -3,9 +3,9 @@ import base64
 import html
 from pathlib import Path
 
-from .._atomic import write_text
-from .plots import PLOTS
-from .table import COLUMNS, _cell
+from prunekit._utils.atomic import write_text
+from prunekit.report.plots import PLOTS
+from prunekit.report.table import COLUMNS, _cell
 
 _STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
           "table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"

@@ -7,7 +7,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .._atomic import atomic_path  # noqa: E402
+from prunekit._utils.atomic import atomic_path  # noqa: E402
 
 PLOTS = {"accuracy_vs_compression.png": ("accuracy", "test accuracy"),
          "speedup_vs_compression.png": ("speedup", "measured speedup (x)")}

@@ -11,14 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..graph import HEAD_COUNTS, HEAD_WIDTHS
-from ..masks import Mask, raw_tensor
-
-# Attributes that describe a layer's shape: saved with a model so a fresh one can be resized.
-SHAPE_ATTRS = ("in_features", "out_features", "in_channels", "out_channels", "groups",
-               "num_features", "num_channels", "num_groups", "normalized_shape", "embedding_dim",
-               "num_parameters", "head_dim", "embed_dim", "kdim", "vdim", "nf", "nx") \
-    + HEAD_COUNTS + HEAD_WIDTHS
+from prunekit.masks import Mask, raw_tensor
+from prunekit.surgery.attributes import SHAPE_ATTRS
 
 
 @dataclass

@@ -1,0 +1,188 @@
+"""The main job: dense model -> each method over a sparsity sweep -> fine-tune -> measure.
+
+Decisions (best epoch) use the validation split; the test split is read only for the final
+accuracy of each model. Latency of every model is timed in one interleaved loop, so the
+speedups are ratios measured side by side.
+"""
+import copy
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from prunekit import data as datasets
+from prunekit.experiments import methods
+from prunekit import zoo
+from prunekit._utils.paths import home
+from prunekit.errors import PruneError, check_count
+from prunekit.serialization import load, save
+from prunekit.masks import make_permanent
+from prunekit.measure import compare, measure, time_models
+from prunekit.experiments.methods.context import Context
+from prunekit.experiments.methods.training import initial_state
+from prunekit.train.loop import FitConfig, evaluate, fit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = ("magnitude-global", "magnitude-layer", "structured", "hybrid")
+
+
+@dataclass
+class CompareConfig:
+    model: str = ""                 # zoo name; "" = the dataset's default
+    dataset: str = "mnist"
+    methods: tuple = DEFAULT_METHODS
+    sparsities: tuple = (0.5, 0.8, 0.9, 0.95)
+    epochs: int = 6                 # dense training
+    finetune_epochs: int = 1
+    finetune_limit: int = 0         # samples per fine-tune epoch; 0 = all
+    finetune_lr: float = 0.01
+    seed: int = 0
+    latency_batch: int = 64
+    latency_repeats: int = 30
+    threads: int = 2
+    out: Path = field(default_factory=lambda: Path("runs/compare"))
+
+    @classmethod
+    def quick(cls, **overrides):
+        """Whole run within ~3 minutes on 2 cores: short training, fine-tune on a subset."""
+        settings = dict(sparsities=(0.5, 0.8, 0.92), epochs=2, finetune_epochs=1, finetune_limit=12000,
+                        latency_repeats=20)
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings)
+
+
+def validate(config: CompareConfig):
+    """Refuse a bad config before any work starts."""
+    for name in config.methods:
+        methods.get(name)
+    for s in config.sparsities:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+            raise PruneError(f"sparsity {s!r} must be a number in (0, 1)")
+    if config.model and config.model not in zoo.MODELS:
+        zoo.build(config.model)  # raises the one-line error listing models
+    if config.epochs < 1 or config.finetune_epochs < 0:
+        raise PruneError("epochs must be >= 1 and finetune epochs >= 0")
+    for name in ("threads", "latency_batch", "latency_repeats"):
+        check_count(name, getattr(config, name), 1)
+
+
+def dense_model(config: CompareConfig, dataset, quiet=False):
+    """The trained dense model, from the cache under $PRUNEKIT_HOME when it is there."""
+    name = config.model or zoo.DEFAULT_FOR_DATASET.get(dataset.name, "lenet300")
+    cache = home() / "models" / f"{name}-{dataset.name}-e{config.epochs}-s{config.seed}.safetensors"
+    if cache.exists():
+        try:
+            log.info("dense model from cache %s", cache)
+            return load(cache)
+        except PruneError as err:
+            log.warning("ignoring unreadable cache %s: %s", cache, err)
+    torch.manual_seed(config.seed)
+    model = zoo.build(name, **_model_kwargs(name, dataset))
+    fit(model, dataset, FitConfig(epochs=config.epochs, seed=config.seed),
+        checkpoint_dir=_checkpoints(config, "dense"), quiet=quiet)
+    save(model, cache)
+    return model
+
+
+def _checkpoints(config, tag):
+    """A checkpoint folder per run setting, so a resume never picks up another setting's state."""
+    settings = (config.model, config.dataset, config.epochs, config.seed, config.finetune_epochs,
+                config.finetune_limit, config.finetune_lr)
+    digest = hashlib.sha1(repr(settings).encode()).hexdigest()[:10]
+    return config.out / "checkpoints" / digest / tag
+
+
+def _model_kwargs(name, dataset):
+    shape = dataset.input_shape
+    if name == "lenet5":
+        return {"in_channels": shape[0], "num_classes": dataset.num_classes, "image_size": shape[-1]}
+    features = 1
+    for d in shape:
+        features *= d
+    return {"in_features": features, "num_classes": dataset.num_classes}
+
+
+def _finetune_config(config):
+    return FitConfig(epochs=config.finetune_epochs, lr=config.finetune_lr, limit=config.finetune_limit,
+                     seed=config.seed)
+
+
+def method_context(config, dataset):
+    """What methods that train need: data, both training budgets, the dense initial weights."""
+    name = config.model or zoo.DEFAULT_FOR_DATASET.get(dataset.name, "lenet300")
+    initial = initial_state(lambda: zoo.build(name, **_model_kwargs(name, dataset)), config.seed)
+    return Context(dataset, _finetune_config(config), FitConfig(epochs=config.epochs, seed=config.seed), initial)
+
+
+def prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet=False, context=None):
+    """A pruned, fine-tuned copy of `dense` with masks baked in (plain weights, no hooks).
+    Methods that train while pruning spend the fine-tuning budget themselves."""
+    model = methods.get(method)(copy.deepcopy(dense), example, sparsity, config.seed, context)
+    if config.finetune_epochs and not methods.trains(method):
+        fit(model, dataset, _finetune_config(config),
+            checkpoint_dir=_checkpoints(config, f"{method}-{sparsity:g}"), quiet=quiet)
+    return make_permanent(model)
+
+
+def _metrics(model, example, dataset, path):
+    """Counts, MACs, memory and energy of `model`, its test accuracy, and its real file sizes."""
+    metrics = measure(model, example, latency=False)
+    metrics["accuracy"] = evaluate(model, dataset.test)
+    save(model, path.with_suffix(".dense.safetensors"), format="dense")
+    save(model, path, format="compressed")
+    metrics["file_bytes_dense"] = path.with_suffix(".dense.safetensors").stat().st_size
+    metrics["file_bytes"] = path.stat().st_size
+    return metrics
+
+
+def _row(method, sparsity, baseline, metrics):
+    ratios = compare(baseline, metrics)
+    return {"method": method, "target_sparsity": sparsity,
+            "achieved_sparsity": 1 - metrics["nonzeros"] / baseline["prunable_params"],
+            "compression_ratio": ratios["compression_ratio"], "accuracy": metrics["accuracy"],
+            "accuracy_retention": ratios["accuracy_retention"], "speedup": ratios["speedup"],
+            "theoretical_speedup": ratios["theoretical_speedup"],
+            "memory_reduction": ratios["memory_reduction"], "energy_efficiency": ratios["energy_efficiency"],
+            "energy_method": metrics["energy"]["method"], "size_bytes": metrics["file_bytes"],
+            "size_bytes_dense": metrics["file_bytes_dense"], "params": metrics["params"],
+            "nonzeros": metrics["nonzeros"], "latency_ms": 1e3 * metrics["latency"]["median_s"]}
+
+
+def run_compare(config: CompareConfig, quiet=False) -> dict:
+    """The comparison as a JSON-able dict: {"config", "baseline", "runs": [...]}."""
+    validate(config)
+    dataset = datasets.load(config.dataset)
+    torch.manual_seed(config.seed)
+    dense = dense_model(config, dataset, quiet)
+    example = dataset.test.x[:config.latency_batch].clone()  # its own storage, not the test set's
+    models_dir = config.out / "models"
+    baseline = _metrics(dense, example, dataset, models_dir / "dense.safetensors")
+    pruned, context = {}, method_context(config, dataset)
+    for method in config.methods:
+        fixed = methods.fixed_sparsity(method)  # N:M: one run, whatever the sweep
+        for sparsity in config.sparsities if fixed is None else (fixed,):
+            log.info("%s at sparsity %g", method, sparsity)
+            model = prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet, context)
+            pruned[(method, sparsity)] = (model, _metrics(model, example, dataset,
+                                                          models_dir / f"{method}-{sparsity:g}.safetensors"))
+    timed = {"dense": dense, **{f"{m}@{s}": model for (m, s), (model, _) in pruned.items()}}
+    latency = time_models(timed, example, repeats=config.latency_repeats, threads=config.threads)
+    baseline["latency"] = latency["dense"]
+    runs = []
+    for (method, sparsity), (model, metrics) in pruned.items():
+        metrics["latency"] = latency[f"{method}@{sparsity}"]
+        runs.append(_row(method, sparsity, baseline, metrics))
+    base = {k: baseline[k] for k in ("params", "prunable_params", "macs", "accuracy", "peak_memory",
+                                     "file_bytes", "file_bytes_dense")}
+    base.update(latency_ms=1e3 * baseline["latency"]["median_s"], energy=baseline["energy"],
+                model=type(dense).__name__, dataset=dataset.name)
+    return {"config": _config_dict(config), "baseline": base, "runs": runs}
+
+
+def _config_dict(config):
+    d = dict(config.__dict__)
+    d["out"], d["methods"], d["sparsities"] = str(config.out), list(config.methods), list(config.sparsities)
+    return d

@@ -1,0 +1,4 @@
+"""Saving and loading pruned models without pickle: safetensors tensors + JSON metadata."""
+from prunekit.serialization.io import load, save
+
+__all__ = ["save", "load"]

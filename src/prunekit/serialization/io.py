@@ -1,0 +1,176 @@
+"""pk.save / pk.load: one safetensors file whose header carries a JSON plan.
+
+The plan records the zoo architecture (if any), every layer's weight shape (so a
+structurally pruned model is rebuilt by slicing a fresh one), and which tensors are masked
+or stored compressed (values + bitmask). Nothing is unpickled on load.
+"""
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from prunekit import masks, surgery
+from prunekit.structured import blocks
+from prunekit.zoo import models as zoo
+from prunekit.targets import effective_state as _effective_state, prunable_modules
+from prunekit._utils.atomic import atomic_path
+from prunekit.errors import PruneError
+from prunekit.serialization import sparse_format
+
+FORMATS = ("dense", "compressed")
+_MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"
+
+
+def _shapes(state):
+    return {name: list(tensor.shape) for name, tensor in state.items()}
+
+
+def _distinct_storage(tensors: dict) -> dict:
+    """The same tensors, a copy where one shares memory with an earlier one (a weight shared
+    by two layers has one mask): safetensors refuses shared storage."""
+    seen, out = set(), {}
+    for name, tensor in tensors.items():
+        out[name] = tensor.clone() if tensor.numel() and tensor.data_ptr() in seen else tensor
+        seen.add(tensor.data_ptr())
+    return out
+
+
+def save(model: nn.Module, path, format: str = "dense") -> Path:
+    """Write `model` to `path` (safetensors); format "dense" or "compressed" (values + bitmask)."""
+    if format not in FORMATS:
+        raise PruneError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    tensors, packed = {}, []
+    masked = _distinct_storage({f"{m}.{t}" if m else t: masks.get_mask(mod, t)
+                                for m, mod, t in masks.masked_modules(model)})
+    prunable = {f"{n}.weight" if n else "weight" for n, _ in prunable_modules(model)}
+    state = _effective_state(model)
+    for name, tensor in state.items():
+        tensor = tensor.contiguous()
+        if format == "compressed" and name in prunable and \
+                sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
+            parts = sparse_format.pack(tensor)
+            tensors[name + _VALUES], tensors[name + _BITMASK] = parts["values"], parts["bitmask"]
+            packed.append([name, list(tensor.shape)])
+            if name in masked and not torch.equal(masked[name].to(torch.bool), tensor != 0):
+                tensors[name + _MASK] = masked[name].contiguous()  # live weights that are exactly 0
+        else:
+            tensors[name] = tensor
+            if name in masked:  # a packed tensor's bitmask doubles as its mask, unless saved above
+                tensors[name + _MASK] = masked[name].contiguous()
+    arch = zoo.architecture(model)
+    plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
+            "shapes": _shapes(state), "attrs": surgery.shape_attrs(model), "masked": sorted(masked),
+            "packed": packed, "skipped": blocks.skipped(model)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
+    return path
+
+
+def _read(path):
+    path = Path(path)
+    if not path.is_file():
+        raise PruneError(f"no saved model at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:  # one read: header plan and tensors
+            plan = json.loads((f.metadata() or {}).get("prunekit", "null"))
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PruneError(f"cannot read {path}: not a valid prunekit/safetensors file ({err})") from None
+    if not isinstance(plan, dict) or plan.get("prunekit") != 1:
+        raise PruneError(f"{path} has no prunekit plan; it was not written by pk.save")
+    return tensors, plan
+
+
+def _unpacked(tensors, plan):
+    """Tensors by state name, packed ones restored, plus {name: mask} for masked ones."""
+    state = {k: v for k, v in tensors.items() if not k.endswith((_MASK, _VALUES, _BITMASK))}
+    mask_of = {k[:-len(_MASK)]: v for k, v in tensors.items() if k.endswith(_MASK)}
+    for name, shape in plan["packed"]:
+        state[name] = sparse_format.unpack({"values": tensors[name + _VALUES],
+                                            "bitmask": tensors[name + _BITMASK],
+                                            "shape": torch.tensor(shape)})
+        if name in plan["masked"] and name not in mask_of:
+            mask_of[name] = state[name] != 0
+    return state, mask_of
+
+
+def _resize_plan(model, plan):
+    """Cuts that slice a fresh model down to the saved shapes and sizes; validated only.
+
+    Entries are dropped from the end: the values are overwritten by the saved ones anyway.
+    """
+    current = _effective_state(model)
+    tensors, attrs = {}, {}
+    for name, saved in plan["shapes"].items():
+        if name not in current:
+            continue  # reported with the other mismatches by the caller
+        shape = list(current[name].shape)
+        if len(saved) != len(shape) or any(s > c for s, c in zip(saved, shape)):
+            raise PruneError(f"saved tensor {name!r} has shape {saved}, larger than or unlike the "
+                             f"given model's {shape}; pass an unpruned model of the saved class")
+        dims = {d: torch.arange(s) for d, (s, c) in enumerate(zip(saved, shape)) if s != c}
+        if dims:
+            module, _, tensor = name.rpartition(".")
+            tensors[(module, tensor)] = dims
+    modules = dict(model.named_modules())
+    for module, values in plan.get("attrs", {}).items():
+        if module not in modules:
+            raise PruneError(f"saved module {module!r} does not exist in the given model; pass the "
+                             "model class the file was saved from")
+        for attr, value in values.items():
+            attrs[(module, attr)] = tuple(value) if isinstance(value, list) else value
+    return surgery.Cuts(tensors, attrs)
+
+
+def _remove_skipped(model, skipped):
+    """Blocks removed by layer pruning (granularity "layer") are removed from `model` too."""
+    names = dict(model.named_modules())
+    for name in skipped:
+        if name not in names:
+            raise PruneError(f"saved model skips block {name!r}, which the given model lacks; pass "
+                             "the model class the file was saved from")
+    blocks.remove_blocks(model, list(skipped.items()))
+
+
+def load(path, model: nn.Module = None) -> nn.Module:
+    """Rebuild a model saved by pk.save (zoo models from data alone, others into `model`)."""
+    tensors, plan = _read(path)
+    try:
+        return _rebuild(path, tensors, plan, model)
+    except (KeyError, TypeError, IndexError) as err:  # a plan edited by hand or cut short
+        raise PruneError(f"{path}: its prunekit plan is damaged ({type(err).__name__}: {err})") from None
+
+
+def _rebuild(path, tensors, plan, model):
+    if model is None:
+        if not plan.get("arch"):
+            raise PruneError(f"{path} holds a model prunekit cannot rebuild alone; pass model= a fresh "
+                             "instance of its class")
+        model = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
+    state, mask_of = _unpacked(tensors, plan)
+    skipped = plan.get("skipped", {})
+    expected = {k for k in _effective_state(model) if not any(k.startswith(b + ".") for b in skipped)}
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+        raise PruneError(f"{path} does not match the model: missing {missing}, unexpected {extra}")
+    _remove_skipped(model, skipped)
+    surgery.apply(model, _resize_plan(model, plan))
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for key, value in state.items():
+            module_name, _, tensor_name = key.rpartition(".")
+            if key in mask_of:
+                masks.attach(modules[module_name], mask_of[key], tensor_name)
+            target = masks.raw_tensor(modules[module_name], tensor_name)
+            if target.shape != value.shape:
+                raise PruneError(f"{path}: tensor {key!r} has shape {list(value.shape)}, model has "
+                                 f"{list(target.shape)}")
+            if target.dtype == value.dtype:
+                target.copy_(value)
+            else:  # a half-precision model stays half precision
+                target.data = value.to(target.device)
+    return model

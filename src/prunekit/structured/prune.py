@@ -1,0 +1,179 @@
+"""Structured pruning: pk.prune_structured removes whole channels, filters and neurons.
+
+One traced forward finds every set of coupled channels (graph/); a criterion scores them
+(criteria/); this module decides how many go from each channel space and removes them
+(surgery/), then runs the pruned model once to check every shape it predicted. A reshape
+or slice with a fixed size that the trace could not see makes that check fail: the channels
+it touches are then kept and the choice is made again. A failure restores the model.
+"""
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from prunekit import surgery
+from prunekit.structured import blocks
+from prunekit.structured.hf_config import sync_config
+from prunekit.criteria import get_channel
+from prunekit.criteria.group import units as unit_order
+from prunekit.errors import PruneError
+from prunekit._utils.inputs import as_inputs, tensors_of
+from prunekit._utils.modes import eval_mode
+from prunekit.graph import analyze
+from prunekit.structured.choose import Options, choose_global, choose_layer
+from prunekit.structured.removed import record_removed
+from prunekit.structured.repair import apply_checked
+from prunekit.targets import resolve_ignore
+
+log = logging.getLogger(__name__)
+
+GRANULARITIES = ("channel", "head", "layer")
+
+
+@dataclass
+class StructuredResult:
+    model: nn.Module
+    removed: dict = field(default_factory=dict)  # name -> {"out": [...], "in": [...]} original indexing
+    params_before: int = 0
+    params_after: int = 0
+    kept_fixed: list = field(default_factory=list)  # "op in module" whose channels had to stay
+    blocks: list = field(default_factory=list)      # granularity "layer": the removed blocks
+
+
+def _check_ratio(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value < 1:
+        raise PruneError(f"{what} must be a number in [0, 1), got {value!r}")
+
+
+def _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps):
+    _check_ratio(ratio, "ratio")
+    if granularity not in GRANULARITIES:
+        raise PruneError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if scope not in ("layer", "global"):
+        raise PruneError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PruneError(f"round_to must be a positive int, got {round_to!r}")
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0 < max_ratio <= 1:
+        raise PruneError(f"max_ratio must be a number in (0, 1], got {max_ratio!r}")
+    if not isinstance(overrides, dict):
+        raise PruneError(f"overrides must be a dict {{module regex: ratio}}, got {type(overrides).__name__}")
+    for pattern, value in overrides.items():
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError):
+            raise PruneError(f"overrides key {pattern!r} is not a valid regex") from None
+        _check_ratio(value, f"overrides[{pattern!r}]")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PruneError(f"steps must be a positive int, got {steps!r}")
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _prune_layers(model, inputs, ratio, importance, calibration, seed, ignored, result):
+    """Replace the least influential residual blocks by Skip; put them back if shapes change."""
+    chosen = blocks.choose_blocks(model, inputs, ratio, importance, calibration, seed, ignored)
+    originals = [(name, model.get_submodule(name)) for name, _ in chosen]
+    with torch.no_grad(), eval_mode(model):
+        before = [tuple(t.shape) for t in tensors_of(model(*inputs))]
+    try:
+        blocks.remove_blocks(model, chosen)
+        with torch.no_grad(), eval_mode(model):
+            after = [tuple(t.shape) for t in tensors_of(model(*inputs))]
+        if after != before:
+            raise PruneError(f"removing blocks {[n for n, _ in chosen]} changed the output shapes")
+    except BaseException:
+        for name, module in originals:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module)
+        raise
+    result.blocks = [name for name, _ in chosen]
+    return result
+
+
+def nothing_to_prune(model, what) -> PruneError:
+    return PruneError(f"{type(model).__name__} has no prunable {what}: every layer feeds the output, is "
+                      "ignored, or has a fixed shape")
+
+
+def channel_spaces(model, example_inputs, *, ignore=None) -> dict:
+    """{space name: number of channels} for every channel space prune_structured would cut
+    (a space is named after its first producing layer; `overrides={re.escape(name): r}`
+    addresses exactly that space). The model is not changed."""
+    graph = analyze(model, as_inputs(example_inputs), ignore=resolve_ignore(model, ignore))
+    return {space.name: len(space.units) for space in graph.spaces}
+
+
+def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance=None,
+                     scope="layer", ignore=None, round_to=1, calibration=None, overrides=None,
+                     max_ratio=1.0, steps=1, seed=None) -> StructuredResult:
+    """Remove `ratio` of the channels of every channel space (in place; the model is returned).
+
+    scope "layer" takes `ratio` from each space; "global" takes `ratio` of all units, the
+    lowest-scored first, each space's scores divided by that space's mean (so layers of
+    different scale compete fairly; use importance="lamp" for LAMP's normalisation).
+    `overrides` {module regex: ratio} sets a space's own ratio;
+    `max_ratio` caps what any space loses; `round_to` keeps channel counts multiples of it;
+    `steps` > 1 prunes in equal steps, re-scoring in between. Output layers keep their
+    channels; modules in `ignore` are left exactly as they are.
+
+    granularity "channel" removes channels/filters/neurons (importance default "l2"),
+    "head" attention heads (default "l2"), "layer" whole residual blocks: `ratio` of them,
+    by "block_influence" (default, on `calibration` or the example inputs) or "random".
+    """
+    overrides = {} if overrides is None else overrides
+    _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
+    inputs = as_inputs(example_inputs)
+    ignored = resolve_ignore(model, ignore)
+    result = StructuredResult(model, params_before=param_count(model))
+    if granularity == "layer":
+        _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
+        result.params_after = param_count(model)
+        sync_config(model)
+        return result
+    criterion = get_channel(importance or "l2")
+    options = Options(ratio, round_to, max_ratio, overrides)
+    chooser = choose_layer if scope == "layer" else choose_global
+    snapshot = surgery.Snapshot(list(model.modules())) if steps > 1 else None
+    try:
+        _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser,
+                     options, result)
+    except BaseException:
+        if snapshot is not None:  # one step restores itself; a later step's failure undoes all
+            snapshot.restore()
+        raise
+    for entry in result.removed.values():
+        entry["out"].sort()
+        entry["in"].sort()
+    result.params_after = param_count(model)
+    sync_config(model)
+    log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
+    return result
+
+
+def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser, options,
+                 result):
+    """`steps` rounds of analyse, score, choose and remove; cuts are added to result.removed."""
+    first_counts, origin = None, {}
+    for step in range(1, steps + 1):
+        graph = analyze(model, inputs, ignore=ignored, heads=granularity == "head")
+        if first_counts is None:
+            if not graph.spaces:
+                raise nothing_to_prune(model, "attention heads" if granularity == "head" else "channels")
+            first_counts = {s.name: len(s.units) for s in graph.spaces}
+        score_of = dict(zip(unit_order(graph).tolist(), criterion(graph, model, calibration, seed)))
+        for s in graph.slices:
+            origin.setdefault((s.module, s.tensor, s.dim),
+                              np.arange(surgery.raw(model, s.module, s.tensor).shape[s.dim]))
+        progress = step / steps
+        removed, plan = apply_checked(
+            model, inputs, graph,
+            lambda g: chooser(g, score_of, first_counts, progress, options), result.kept_fixed)
+        if plan is not None:
+            record_removed(graph, removed, plan, origin, result.removed)

@@ -1,0 +1,199 @@
+"""fit / evaluate loops. Masks are parametrizations, so they stay enforced with no extra code.
+
+Validation accuracy picks the best epoch (early stopping); the test split is never read here.
+Checkpoints are written atomically each epoch and a run with the same folder resumes.
+"""
+import logging
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from prunekit._utils.atomic import atomic_path
+from prunekit.errors import PruneError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 10
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    optimizer: str = "sgd"      # "sgd" (momentum, cosine decay) or "adam"
+    patience: int = 0           # stop after this many epochs without a better val accuracy; 0 = never
+    limit: int = 0              # train on at most this many samples per epoch; 0 = all
+    seed: int = 0
+    distill: float = 0.0        # with fit(teacher=...): weight of the teacher's soft targets
+    temperature: float = 4.0    # distillation temperature
+
+
+@dataclass
+class FitResult:
+    best_val: float
+    best_epoch: int
+    history: list = field(default_factory=list)  # [{"epoch", "loss", "val"}]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split, batch_size: int = 1000) -> float:
+    """Top-1 accuracy on a data split (anything with .batches); the training flag is restored."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for x, y in split.batches(batch_size):
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, split, samples: int = 2000, batch_size: int = 100) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance on `samples` of `split` (in
+    place; weights untouched). Removing channels shifts the statistics each BatchNorm sees,
+    so a freshly pruned model's stale ones misjudge it (EagleEye, Li et al. 2020: with them
+    recalibrated, accuracy right after pruning predicts accuracy after fine-tuning far
+    better). Does nothing on a model without BatchNorm; the training flag is restored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    was_training, saved = model.training, [(m, m.momentum) for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.eval()
+    for norm in norms:
+        norm.train()
+    try:
+        for x, _ in split.batches(batch_size, limit=samples):
+            model(x)
+    finally:
+        for norm, momentum in saved:
+            norm.momentum = momentum
+        model.train(was_training)
+    return model
+
+
+def _optimizer(model, config):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise PruneError(f"unknown optimizer {config.optimizer!r}: choose sgd or adam")
+
+
+def _progress(quiet):
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), transient=True, disable=quiet or not sys.stderr.isatty())
+
+
+def _load_checkpoint(path, model, optimizer, scheduler):
+    try:
+        state = torch.load(path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except Exception as err:  # truncated file, wrong model, foreign pickle: all refused the same way
+        raise PruneError(f"cannot resume from checkpoint {path}: {str(err).splitlines()[0]}; "
+                         "delete it to start over") from None
+    return state["epoch"], state["best"], state["history"]
+
+
+def _save_checkpoint(path, **state):
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def distillation_loss(logits, teacher_logits, y, alpha, temperature):
+    """(1 - alpha) cross-entropy + alpha T^2 KL(teacher || student) at temperature T (Hinton
+    et al. 2015; T^2 keeps the soft term's gradient scale independent of T)."""
+    hard = nn.functional.cross_entropy(logits, y)
+    if alpha == 0:
+        return hard
+    soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, -1),
+                                nn.functional.log_softmax(teacher_logits / temperature, -1),
+                                log_target=True, reduction="batchmean")
+    return (1 - alpha) * hard + alpha * temperature ** 2 * soft
+
+
+def student_loss(model, x, y, teacher=None, alpha=0.0, temperature=4.0):
+    """Cross-entropy of model(x); with a teacher and alpha > 0, distillation_loss against the
+    teacher's outputs (computed without gradients). For your own training loop."""
+    logits = model(x)
+    if teacher is None or not alpha:
+        return nn.functional.cross_entropy(logits, y)
+    with torch.no_grad():
+        target = teacher(x)
+    return distillation_loss(logits, target, y, alpha, temperature)
+
+
+def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None, teacher=None):
+    model.train()
+    limit = config.limit or len(dataset.train)
+    task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=-(-limit // config.batch_size))
+    total_loss = batches = 0
+    for x, y in dataset.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch,
+                                      limit=config.limit or None):
+        loss = student_loss(model, x, y, teacher, config.distill, config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:  # a pruning schedule, mask regrowth: after the weights moved
+            on_step(x, y)
+        total_loss, batches = total_loss + loss.item(), batches + 1
+        progress.advance(task)
+    progress.remove_task(task)
+    return total_loss / max(batches, 1)
+
+
+def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=None,
+        quiet: bool = False, on_step=None, keep_best=True, teacher=None) -> FitResult:
+    """Train on dataset.train, pick the epoch with the best dataset.val accuracy, load it.
+
+    `on_step(x, y)` runs after every optimizer step (GradualPruner.step, DynamicSparsity.step).
+    With keep_best=False the last epoch's weights stay. keep_best may also be a callable: an
+    epoch is a candidate only if it returns True after that epoch, e.g. `lambda: pruner.done`,
+    so a schedule is never rolled back to an earlier, denser epoch. With a `teacher`
+    (the dense model, say) and config.distill > 0, the loss adds its soft targets."""
+    config = config or FitConfig()
+    if config.distill and teacher is None:
+        raise PruneError("FitConfig.distill > 0 needs fit(..., teacher=model)")
+    if teacher is not None:
+        teacher.eval()
+    torch.manual_seed(config.seed)
+    optimizer = _optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    start, best, history = 0, {"val": -1.0, "epoch": -1, "model": None}, []
+    last = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    if last and last.exists():
+        start, best, history = _load_checkpoint(last, model, optimizer, scheduler)
+        log.info("resuming from %s at epoch %d", last, start)
+    with _progress(quiet) as progress:
+        for epoch in range(start, config.epochs):
+            loss = _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step, teacher)
+            scheduler.step()
+            val = evaluate(model, dataset.val)
+            history.append({"epoch": epoch + 1, "loss": loss, "val": val})
+            log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, loss, val)
+            if val > best["val"] and (not callable(keep_best) or keep_best()):
+                best = {"val": val, "epoch": epoch + 1,
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            if last:
+                _save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                 scheduler=scheduler.state_dict(), epoch=epoch + 1, best=best,
+                                 history=history, config=asdict(config))
+            if config.patience and epoch + 1 - best["epoch"] >= config.patience:
+                log.info("early stop: no better val accuracy for %d epochs", config.patience)
+                break
+    if best["model"] is not None and keep_best:
+        model.load_state_dict(best["model"])
+    return FitResult(best_val=best["val"], best_epoch=best["epoch"], history=history)
