@@ -1,6 +1,9 @@
 """`make bench`: every benchmark, side by side, figures written to runs/bench/*.json.
 
-Each script prints its own table; the README's figures come from these outputs.
+Each script prints its own table. To publish a run, move its JSON (and log) into
+docs/results/runs/<benchmark>/ (the script's name, "_" as "-"), note its command, commit,
+versions and seeds in that folder's README.md, and run `python benchmarks/tables.py`: the
+tables of the README and docs/results/ are generated from those JSON files only.
 """
 import subprocess
 import sys

@@ -36,12 +36,13 @@ Errors are test-split errors in %, mean +- std over seeds. Parameter counts incl
 BatchNorm parameters (547,410 -> 85,490); counting Linear layers only gives 545,810 -> 85,170,
 the same 84.4 % reduction. About 6.5 min per seed on one CPU thread.
 
-Measured (seeds 0-2, `--finetune 30`, docs/bench-slimming.*): dense 1.34 +- 0.04 %, slimmed
-784-100-60-10 1.58 +- 0.02 % (28.6 % before fine-tuning), l2 baseline 1.50 +- 0.08 %: 84.4 %
-fewer parameters, but 0.09 points above the paper's 1.49 %, so the goal is not met.
+Measured (seeds 0-2, `--finetune 30`; raw output in docs/results/runs/slimming-mlp/, the page
+docs/results/slimming-mlp.md): dense 1.34 +- 0.04 %, slimmed 784-100-60-10 1.58 +- 0.02 %
+(28.6 % before fine-tuning), l2 baseline 1.50 +- 0.08 %: 84.4 % fewer parameters, but 0.09
+points above the paper's 1.49 %, so the goal is not met.
 `--paper-recipe` (the paper's batch 256, Nesterov, step lr) did worse on validation
 (1.60-1.72 % for s = 1e-5 to 3e-3 against 1.50 %,
-docs/bench-slimming-paper-recipe-sweep.*).
+docs/results/runs/slimming-mlp/bench-slimming-paper-recipe-sweep.*).
 
     python benchmarks/slimming_mlp.py [--seeds 0,1,2] [--epochs 30] [--finetune 20] [--json f]
     python benchmarks/slimming_mlp.py --full-train     # train on all 60k images, as the paper
@@ -74,7 +75,8 @@ BNS = ("2", "5")
 S_DEFAULT = 3e-4
 # Validation error (%) of the slimmed, fine-tuned 784-100-60-10 net, seed 0, 30 + 20 epochs,
 # from `--sweep`: {(s, fine-tuning lr): error} (s = 0 and 1e-4 at lr 0.1 added 2026-11-25,
-# docs/bench-slimming-sweep-low-s.*). s = 0 is no sparsity term (dense val 1.23 %).
+# docs/results/runs/slimming-mlp/bench-slimming-sweep-low-s.*). s = 0 is no sparsity term
+# (dense val 1.23 %).
 SWEEP = {(0, 0.01): 1.74, (0, 0.1): 1.56, (1e-4, 0.01): 1.64, (1e-4, 0.1): 1.52, (3e-4, 0.01): 1.71,
          (3e-4, 0.05): 1.56, (3e-4, 0.1): 1.50,
          (5e-4, 0.01): 1.59, (5e-4, 0.05): 1.69, (5e-4, 0.1): 1.54, (1e-3, 0.01): 1.53,
