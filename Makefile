@@ -19,6 +19,7 @@ demo: setup
 	$(VENV)/bin/prunekit compare --out runs/demo --json runs/demo/compare.json
 
 test: setup
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: setup
