@@ -5,15 +5,12 @@ import torch
 from torch import nn
 
 import prunekit as pk
+from helpers import make_mlp
 from prunekit.unstructured import select
 
 
 def mlp(seed=0, sizes=(20, 30, 10)):
-    torch.manual_seed(seed)
-    layers = []
-    for a, b in zip(sizes, sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
+    return make_mlp(*sizes, seed=seed)
 
 
 def weights(model):

@@ -1,4 +1,4 @@
-"""prunekit.measure and prunekit.export.sparse_format, checked against numbers worked out by hand."""
+"""prunekit.measure and prunekit.serialization.sparse_format, checked against numbers worked out by hand."""
 import math
 
 import numpy as np
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from helpers import make_mlp
 from prunekit.errors import PruneError
 from prunekit.serialization import sparse_format
 from prunekit.measure import compare, measure, memory, prunable_modules, time_models
@@ -35,8 +36,7 @@ def small_model():
 
 
 def mlp(width, depth=3):
-    torch.manual_seed(0)
-    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)])
+    return make_mlp(*[width] * (depth + 1), relu=False)
 
 
 def no_hooks(model):

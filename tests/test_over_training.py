@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 import prunekit as pk
+from helpers import make_mlp
 from prunekit import masks
 from prunekit.unstructured import allocate
 from prunekit.search import hybrid
@@ -21,8 +22,7 @@ from prunekit.training.soft import SoftChannelPruner
 
 
 def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+    return make_mlp(64, 48, 32, 10, seed=seed, flatten=True)
 
 
 def _batch(seed=1, n=32):

@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from structured_helpers import dead_copy
+from helpers import dead_copy
 
 import prunekit as pk
 from prunekit.zoo import pretrained

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 import torchvision
-from structured_helpers import dead_copy, randomize_norms
+from helpers import dead_copy, randomize_norms
 from torch import nn
 from torch.nn import functional as F
 

@@ -166,7 +166,7 @@ class GroupedAndBare(nn.Module):
 
 
 def test_removed_lists_channels_over_all_groups_and_bare_weights():
-    from structured_helpers import dead_copy
+    from helpers import dead_copy
     torch.manual_seed(0)
     model, x = GroupedAndBare().eval(), torch.randn(2, 3, 8, 8)
     original = copy.deepcopy(model)

@@ -6,11 +6,6 @@ from prunekit import data, train, zoo
 from prunekit.train import FitConfig, evaluate, fit
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
-
-
 def test_fit_learns_and_keeps_best_val(digits, tmp_path):
     torch.manual_seed(0)
     model = zoo.build("lenet300", in_features=64)

@@ -1,9 +1,19 @@
-"""Shared by the structured-pruning tests: random BatchNorm statistics and the dead-channel
-reference (the original with every removed channel's inputs zeroed)."""
+"""Shared by the test files: small seeded models, random BatchNorm statistics, and the
+dead-channel reference (the original with every removed channel's inputs zeroed)."""
 import copy
 
 import torch
 from torch import nn
+
+
+def make_mlp(*sizes, seed=0, relu=True, flatten=False) -> nn.Sequential:
+    """Linear layers sizes[0] -> ... -> sizes[-1], ReLU between (not after the last), drawn
+    after torch.manual_seed(seed)."""
+    torch.manual_seed(seed)
+    layers = [nn.Flatten()] if flatten else []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if relu else [])
+    return nn.Sequential(*(layers[:-1] if relu else layers))
 
 
 def randomize_norms(model, seed=0):
