@@ -71,3 +71,15 @@ def test_index_reaches_every_page():
         todo += [path for path, _ in _links(page) if path.suffix == ".md" and DOCS in path.parents]
     unreached = sorted(str(p.relative_to(ROOT)) for p in DOCS.rglob("*.md") if p.resolve() not in seen)
     assert not unreached, f"docs/index.md does not lead to: {unreached}"
+
+
+IMPORT = re.compile(r"^\s*(from prunekit[\w.]* import [\w, ]+|import prunekit[\w.]*(?: as \w+)?)\s*(?:#.*)?$", re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_import_in_the_docs_code_resolves(page):
+    """A guide's code must follow the package when it moves: every prunekit import in a
+    fenced block runs."""
+    for block in FENCE.findall(page.read_text()):
+        for statement in IMPORT.findall(block):
+            exec(statement.strip(), {})  # noqa: S102 - our own docs, imports only
