@@ -2,9 +2,10 @@
 
 One traced forward finds every set of coupled channels (graph/); a criterion scores them
 (criteria/); this module decides how many go from each channel space and removes them
-(surgery/), then runs the pruned model once to check every shape it predicted. A reshape
-or slice with a fixed size that the trace could not see makes that check fail: the channels
-it touches are then kept and the choice is made again. A failure restores the model.
+(surgery/), then runs the pruned model to the end to check every shape it predicted. A
+reshape or slice with a fixed size that the trace could not see, or code after the last
+traced call that fails, makes that check fail: the channels blamed are then kept and the
+choice is made again. A failure restores the model.
 """
 import copy
 import logging

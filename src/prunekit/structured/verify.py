@@ -1,5 +1,5 @@
-"""Checking a pruning plan: run the pruned model and compare every traced call's channel
-dims with the prediction; keep the channels of a call that disagrees."""
+"""Checking a pruning plan: run the pruned model to the end and compare every traced call's channel
+dims with the prediction; keep the channels of a call that disagrees or is blamed for a failure."""
 import torch
 from torch import nn
 
