@@ -59,12 +59,6 @@ class Graph:
     meta: bool = False      # traced on the meta device (the check runs there too)
 
     @property
-    def needs_check(self) -> bool:
-        """Whether any op with sizes or bounds (view, slice, split) touched channels: only
-        there can a hard-coded size disagree with the pruned shapes."""
-        return any(e.op in ops.SIZED and len(e.atoms) for e in self.events)
-
-    @property
     def units(self) -> np.ndarray:
         return np.concatenate([s.units for s in self.spaces]) if self.spaces else np.zeros(0, np.int64)
 

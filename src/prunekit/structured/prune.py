@@ -2,10 +2,12 @@
 
 One traced forward finds every set of coupled channels (graph/); a criterion scores them
 (criteria/); this module decides how many go from each channel space and removes them
-(surgery/), then runs the pruned model once to check every shape it predicted. A reshape
-or slice with a fixed size that the trace could not see makes that check fail: the channels
-it touches are then kept and the choice is made again. A failure restores the model.
+(surgery/), then runs the pruned model to the end to check every shape it predicted. A
+reshape or slice with a fixed size that the trace could not see, or code after the last
+traced call that fails, makes that check fail: the channels blamed are then kept and the
+choice is made again. A failure restores the model.
 """
+import copy
 import logging
 import math
 import re
@@ -148,6 +150,32 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
         if snapshot is not None:  # one step restores itself; a later step's failure undoes all
             snapshot.restore()
         raise
+    return _done(model, result)
+
+
+def prune_units(model, example_inputs, graph, units) -> StructuredResult:
+    """Remove exactly `units` (unit roots of `graph`, which analyze(model, example_inputs, ...)
+    returned), checked and repaired as prune_structured does: for a caller that has chosen
+    already (soft pruning), so that no other unit with a tying score goes instead. A unit
+    whose channels must stay (an op with a fixed size) is kept and named in kept_fixed.
+    `graph` is not changed; a failure restores the model."""
+    wanted = {int(u) for u in units}
+    unknown = sorted(wanted - set(graph.units.tolist()))
+    if unknown:
+        raise PruneError(f"units {unknown[:5]} are not removable units of this graph; choose among graph.units")
+    graph = copy.deepcopy(graph)  # the repair loop pins channels in the graph it is given
+    inputs = as_inputs(example_inputs)
+    result = StructuredResult(model, params_before=param_count(model))
+    origin = _origins(model, graph, {})
+    removed, plan = apply_checked(model, inputs, graph, lambda g: wanted & set(g.units.tolist()),
+                                  result.kept_fixed)
+    if plan is not None:
+        record_removed(graph, removed, plan, origin, result.removed)
+    return _done(model, result)
+
+
+def _done(model, result):
+    """Sorted indices in result.removed, the parameter count after, the config in step."""
     for entry in result.removed.values():
         entry["out"].sort()
         entry["in"].sort()
@@ -155,6 +183,13 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     sync_config(model)
     log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
     return result
+
+
+def _origins(model, graph, origin):
+    """Each sliced tensor dim's indices in the original model, for what is not there yet."""
+    for s in graph.slices:
+        origin.setdefault((s.module, s.tensor, s.dim), np.arange(surgery.raw(model, s.module, s.tensor).shape[s.dim]))
+    return origin
 
 
 def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser, options,
@@ -168,9 +203,7 @@ def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibrat
                 raise nothing_to_prune(model, "attention heads" if granularity == "head" else "channels")
             first_counts = {s.name: len(s.units) for s in graph.spaces}
         score_of = dict(zip(unit_order(graph).tolist(), criterion(graph, model, calibration, seed)))
-        for s in graph.slices:
-            origin.setdefault((s.module, s.tensor, s.dim),
-                              np.arange(surgery.raw(model, s.module, s.tensor).shape[s.dim]))
+        _origins(model, graph, origin)
         progress = step / steps
         removed, plan = apply_checked(
             model, inputs, graph,

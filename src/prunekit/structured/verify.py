@@ -1,5 +1,5 @@
-"""Checking a pruning plan: run the pruned model and compare every traced call's channel
-dims with the prediction; keep the channels of a call that disagrees."""
+"""Checking a pruning plan: run the pruned model to the end and compare every traced call's channel
+dims with the prediction; keep the channels of a call that disagrees or is blamed for a failure."""
 import torch
 from torch import nn
 
@@ -36,6 +36,10 @@ def check(model: nn.Module, example_inputs, graph, removed, plan=None):
     After the first value-dependent op (NMS, topk, nonzero) the calls and their sizes
     follow the data, which pruning changes: from there on only a failure counts, and it is
     blamed on that op.
+
+    The forward runs to its end: a failure after the last traced call (a size checked in
+    Python, a fixed size outside torch) is blamed on the last call that touched a removed
+    channel, so repairs walk back from the end until the model runs.
     """
     seen, failed = [], False
     removed = graph.removal(removed)
@@ -61,7 +65,18 @@ def check(model: nn.Module, example_inputs, graph, removed, plan=None):
     for i, event in enumerate(graph.events[:horizon]):
         if i >= len(seen) or seen[i][0] != event.op or not _matches(graph, event, seen[i][1], removed):
             return event
-    return graph.events[horizon] if failed and horizon < len(graph.events) else None
+    if not failed:
+        return None
+    return graph.events[horizon] if horizon < len(graph.events) else _last_touching(graph, removed)
+
+
+def _last_touching(graph, removal):
+    """The last traced call whose inputs or outputs hold a channel that `removal` takes away
+    (the last call at all if none does: something must be blamed)."""
+    for event in reversed(graph.events):
+        if len(event.atoms) and not graph.keep(event.atoms, removal).all():
+            return event
+    return graph.events[-1] if graph.events else None
 
 
 def pin_event(graph, model, event, widen: int = 0) -> None:

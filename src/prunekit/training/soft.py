@@ -7,7 +7,7 @@ is exactly zero and stays so; the set only grows, following a Schedule. mode "ze
 filter pruning, He et al. 2018): only the chosen filters and their biases are zeroed, and
 they keep training, so a channel may recover; the choice is made afresh at every update.
 
-`finish` zeroes the final choice on the whole producing side and removes it: the pruned
+`finish` zeroes the final choice on the whole producing side and removes exactly it: the pruned
 model computes exactly what the model with those channels zeroed computes.
 """
 import numpy as np
@@ -22,8 +22,7 @@ from prunekit.errors import PruneError
 from prunekit.graph import analyze
 from prunekit.masks import raw_tensor
 from prunekit.training.schedules import Schedule
-from prunekit.structured.choose import Options, choose_layer
-from prunekit.structured.prune import nothing_to_prune, prune_structured
+from prunekit.structured import Options, choose_layer, nothing_to_prune, prune_units
 from prunekit.targets import resolve_ignore
 
 MODES = ("mask", "zero")
@@ -41,7 +40,7 @@ class SoftChannelPruner:
         self.graph = analyze(model, self.inputs, ignore=resolve_ignore(model, ignore))
         if not self.graph.spaces:
             raise nothing_to_prune(model, "channels")
-        self.criterion, self.ignore = get_channel(importance), ignore
+        self.criterion = get_channel(importance)
         self.zeroed = set()
         self.history = []  # [(step, channels zeroed)]
 
@@ -72,14 +71,9 @@ class SoftChannelPruner:
         self._update(self.schedule.final)
         _zero_units(self.model, self.graph, units(self.graph), self.zeroed, False, ("out", "follow"))
         masks.make_permanent(self.model)
-        return prune_structured(self.model, self.inputs, ratio=self.schedule.final, importance=_filter_norm,
-                                ignore=self.ignore)
-
-
-def _filter_norm(weight, dim):
-    """Squared norm of each producing filter: the zeroed ones score 0 and go first."""
-    others = [d for d in range(weight.dim()) if d != dim]
-    return weight.detach().float().square().sum(others) if others else weight.detach().float().square()
+        # exactly the zeroed units: choosing again by score could take a channel that died
+        # by itself (its score ties with the zeroed ones) and keep a zeroed one
+        return prune_units(self.model, self.inputs, self.graph, self.zeroed)
 
 
 @torch.no_grad()
