@@ -1,4 +1,4 @@
-"""prunekit's command line."""
+"""prunekit's command line: main.py builds it from one module per command."""
 from prunekit.cli.main import main
 
 __all__ = ["main"]

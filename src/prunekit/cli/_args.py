@@ -1,0 +1,66 @@
+"""argparse types and arguments that several commands share."""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+IMAGE_SIZE = 32  # = prunekit.data.user.IMAGE_SIZE; not imported, so --help stays fast
+
+
+def floats(text):
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _in_range(text, cast, low, high, what):
+    """`text` as `cast`, with low < value <= high (an argparse type: a bad one is refused)."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not low < value <= high:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+    return value
+
+
+def positive_int(text):
+    return _in_range(text, int, 0, float("inf"), "a whole number >= 1")
+
+
+def positive_float(text):
+    return _in_range(text, float, 0.0, sys.float_info.max, "a finite number > 0")
+
+
+def fraction(text):
+    """A fraction in (0, 1]: an accuracy retention floor."""
+    return _in_range(text, float, 0.0, 1.0, "a fraction in (0, 1]")
+
+
+def cut(text):
+    """A fraction in (0, 1): how much of a cost to remove."""
+    return _in_range(text, float, 0.0, math.nextafter(1.0, 0.0), "a fraction in (0, 1)")
+
+
+def add_dataset(parser, default="mnist", help=None):
+    """--dataset and --image-size, the same on every command that reads data."""
+    parser.add_argument("--dataset", default=default, help=help or (
+        "mnist (default), fashion-mnist, mnist1d, digits (mnist and fashion-mnist: run "
+        "`prunekit data fetch NAME` once), npz:FILE, folder:PATH, or a folder of MNIST IDX files"))
+    parser.add_argument("--image-size", type=positive_int, default=IMAGE_SIZE,
+                        help=f"folder:PATH images are resized to this square size (default {IMAGE_SIZE})")
+
+
+def load_dataset(args):
+    from prunekit import data
+    return data.load(args.dataset, image_size=args.image_size)
+
+
+def write_json(path, payload):
+    from prunekit._utils.atomic import write_text
+    write_text(Path(path), json.dumps(payload, indent=2, default=str))
