@@ -1,5 +1,6 @@
 """Datasets held in memory as three Splits: the built-in ones (fetched on purpose into
 $PRUNEKIT_HOME by `prunekit data fetch`), and the user's own."""
+import os
 from pathlib import Path
 
 from prunekit.data.sources import DATASETS, idx_folder, read
@@ -23,6 +24,9 @@ def load(source, *, image_size: int = IMAGE_SIZE) -> Dataset:
     import torch.utils.data
     if isinstance(source, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
         return from_torch(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise PruneError(f"cannot load a {type(source).__name__}: give a dataset name, npz:FILE, "
+                         "folder:PATH, or a torch Dataset or DataLoader")
     name = str(source)
     if name.lower() in DATASETS:
         return to_dataset(name.lower(), read(name.lower()), num_classes=10)

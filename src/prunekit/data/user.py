@@ -80,7 +80,7 @@ def from_npz(path) -> Dataset:
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise PruneError(f"cannot read {path}: a damaged .npz ({exc})") from None
     if "x_train" not in arrays or "y_train" not in arrays:
-        raise PruneError(f"{path} has arrays {sorted(found)}; it needs {_NPZ_HELP}")
+        raise PruneError(f"{path} has arrays {sorted(found)}; it must hold {_NPZ_HELP}")
     extra = sorted(set(found) - set(KEYS))
     if extra:
         log.info("%s: ignoring arrays %s", path, extra)
@@ -122,9 +122,9 @@ def from_folder(path, image_size: int = IMAGE_SIZE) -> Dataset:
         raise PruneError(f"no folder at {root}; give folder:PATH with one subfolder of images per class")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise PruneError(f"image_size must be a positive integer, got {image_size!r}")
-    top = _subfolders(root)
-    split_dirs = {d.name: d for d in top} if "train" in {d.name for d in top} \
-        and {d.name for d in top} <= {"train", "val", "test"} else {"train": root}
+    top = {d.name: d for d in _subfolders(root)}
+    # train/ (with val/, test/) holding class folders, or the class folders themselves
+    split_dirs = top if "train" in top and set(top) <= {"train", "val", "test"} else {"train": root}
     classes = [d.name for d in _subfolders(split_dirs["train"])]
     if not classes:
         raise PruneError(f"{split_dirs['train']} has no class subfolders; put each class's images "
