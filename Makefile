@@ -15,15 +15,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Datasets are fetched on purpose, here, into $PRUNEKIT_HOME: no library call downloads.
 demo: setup
+	$(VENV)/bin/prunekit data fetch mnist
 	$(VENV)/bin/prunekit compare --out runs/demo --json runs/demo/compare.json
 
 test: setup
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/prunekit data fetch mnist fashion-mnist
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(VENV)/bin/prunekit data fetch all
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:
