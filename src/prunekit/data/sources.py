@@ -9,6 +9,8 @@ import gzip
 import logging
 import random
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("mnist", "fashion-mnist", "mnist1d", "digits")
 FETCHED = ("mnist", "fashion-mnist")  # these need `prunekit data fetch`
+# What a damaged cache file raises when read (np.load, the zip inside it, read_cache's checks).
+CACHE_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 _IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -40,13 +44,13 @@ def read(name) -> dict:
             raise PruneError(f"dataset {name!r} is not in {path.parent}; run: prunekit data fetch {name}")
         try:
             return read_cache(path)
-        except Exception as exc:  # a damaged cache is never trusted; fetch replaces it
+        except CACHE_ERRORS as exc:  # a damaged cache is never trusted; fetch replaces it
             raise PruneError(f"dataset cache {path} is damaged ({exc}); "
                              f"run: prunekit data fetch {name}") from None
     if path.exists():
         try:
             return read_cache(path)
-        except Exception as exc:  # generated data costs only a rebuild
+        except CACHE_ERRORS as exc:  # generated data costs only a rebuild
             log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
             path.unlink(missing_ok=True)
     log.info("building %s (one time) into %s", name, path)
@@ -64,11 +68,16 @@ def read_cache(path) -> dict:
     return arrays
 
 
+def save_cache(path, arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # a file object: np.savez would add ".npz" to a temp name
+
+
 def write_cache(path, arrays) -> dict:
+    """save_cache for data that load builds itself: a failed write costs a rebuild next time."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # a file object: np.savez would add ".npz" to a temp name
-    except OSError as exc:  # a read-only or full disk costs a rebuild next time, no more
+        save_cache(path, arrays)
+    except OSError as exc:
         log.warning("could not write cache %s (%s)", path, exc)
     return arrays
 
