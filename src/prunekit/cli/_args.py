@@ -5,7 +5,7 @@ import math
 import sys
 from pathlib import Path
 
-IMAGE_SIZE = 32  # = prunekit.data.user.IMAGE_SIZE; not imported, so --help stays fast
+from prunekit.data.user import IMAGE_SIZE
 
 
 def floats(text):

@@ -8,7 +8,7 @@ from prunekit.data.split import Dataset, Split, content_name, to_dataset
 from prunekit.data.user import IMAGE_SIZE, from_folder, from_npz, from_torch
 from prunekit.errors import PruneError
 
-__all__ = ["DATASETS", "Dataset", "Split", "from_folder", "from_npz", "from_torch", "load"]
+__all__ = ["DATASETS", "IMAGE_SIZE", "Dataset", "Split", "from_folder", "from_npz", "from_torch", "load"]
 
 
 def load(source, *, image_size: int = IMAGE_SIZE) -> Dataset:

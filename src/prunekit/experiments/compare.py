@@ -33,7 +33,7 @@ DEFAULT_METHODS = ("magnitude-global", "magnitude-layer", "structured", "hybrid"
 class CompareConfig:
     model: str = ""                 # zoo name; "" = the dataset's default
     dataset: str = "mnist"          # a name for data.load: built-in, npz:FILE, folder:PATH, IDX folder
-    image_size: int = 32            # folder:PATH images are resized to this square size
+    image_size: int = datasets.IMAGE_SIZE  # folder:PATH images are resized to this square size
     methods: tuple = DEFAULT_METHODS
     sparsities: tuple = (0.5, 0.8, 0.9, 0.95)
     epochs: int = 6                 # dense training
