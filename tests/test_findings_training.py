@@ -1,5 +1,4 @@
 """The review's findings on training, lottery, random masks, seeding and tied weights (issue 14)."""
-
 import pytest
 import torch
 from torch import nn

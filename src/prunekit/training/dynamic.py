@@ -11,6 +11,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from prunekit import masks
 from prunekit.errors import PruneError, check_count
@@ -80,22 +81,12 @@ class DynamicSparsity:
 
 
 def _dense_gradients(model, layers, loss_fn, x, y):
-    """d loss / d weight for every weight, pruned ones included: the masks are opened for one
-    forward/backward (pruned raw values are zero, so the forward is unchanged)."""
-    saved = [masks.get_mask(m).clone() for _, m in layers]
-    raws = [masks.raw_tensor(m) for _, m in layers]
-    before = [r.grad for r in raws]
-    try:
-        for _, module in layers:
-            masks.get_mask(module).fill_(True)
-        for r in raws:
-            r.grad = None
-        loss_fn(model(x), y).backward()  # in the loop's own mode (train)
-        return [r.grad.detach().clone() for r in raws]
-    finally:
-        for (_, module), mask, raw, grad in zip(layers, saved, raws, before):
-            masks.get_mask(module).copy_(mask)
-            raw.grad = grad
-        for p in model.parameters():  # the other parameters got gradients from this pass too
-            if all(p is not r for r in raws):
-                p.grad = None
+    """d loss / d effective weight (`original * mask`) of every masked layer, pruned positions
+    included: the gradient of the network being trained. Opening the masks instead would
+    compute with the pruned raw values, which momentum and weight decay move away from zero.
+    Only these gradients are computed; the parameters' .grad are left as they are."""
+    with parametrize.cached():  # each layer's effective weight is built once and reused below
+        weights = [m.weight for _, m in layers]
+        loss = loss_fn(model(x), y)  # in the loop's own mode (train)
+        grads = torch.autograd.grad(loss, weights, allow_unused=True)
+    return [torch.zeros_like(w) if g is None else g.detach() for w, g in zip(weights, grads)]
