@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from prunekit._utils.atomic import atomic_path
+from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,12 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
         raise PruneError("FitConfig.distill > 0 needs fit(..., teacher=model)")
     if teacher is not None:
         teacher.eval()
-    torch.manual_seed(config.seed)
+    with seeded(config.seed):  # dropout draws from the global RNG: the caller's state is restored
+        return _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teacher)
+
+
+def _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teacher) -> FitResult:
+    """fit's loop, inside its seeded scope."""
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     start, best, history = 0, {"val": -1.0, "epoch": -1, "model": None}, []

@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 
 from prunekit import masks
 from prunekit.targets import select_modules
+from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError, check_count
 from prunekit.unstructured.magnitude import prune_magnitude
 
@@ -125,16 +126,17 @@ def masks_sparsity(model, chosen) -> float:
 
 @torch.no_grad()
 def reinitialize(model, seed: int) -> None:
-    """Control: same masks, fresh random weights from each module's own reset_parameters."""
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, parametrize.ParametrizationList) or not hasattr(module, "reset_parameters"):
-            continue
-        if not parametrize.is_parametrized(module):
-            module.reset_parameters()
-            continue
-        for name, value in _fresh_values(module).items():
-            masks.raw_tensor(module, name).copy_(value)
+    """Control: same masks, fresh random weights from each module's own reset_parameters
+    (which draw from the global RNG: seeded here, the caller's state restored after)."""
+    with seeded(seed):
+        for module in model.modules():
+            if isinstance(module, parametrize.ParametrizationList) or not hasattr(module, "reset_parameters"):
+                continue
+            if not parametrize.is_parametrized(module):
+                module.reset_parameters()
+                continue
+            for name, value in _fresh_values(module).items():
+                masks.raw_tensor(module, name).copy_(value)
     for _, module, tensor_name in masks.masked_modules(model):
         masks.raw_tensor(module, tensor_name).masked_fill_(~masks.get_mask(module, tensor_name), 0)
 
