@@ -205,8 +205,8 @@ def test_lottery_controls_leave_the_global_rng_alone():
 def test_seeded_methods_leave_the_global_rng_alone(method):
     results = []
     for _ in range(2):
-        model = _mlp()
-        _, untouched = _rng_untouched(lambda: methods.get(method)(model, None, 0.5, 0, _tiny_context()))
+        model, context = _mlp(), _tiny_context()
+        _, untouched = _rng_untouched(lambda: methods.get(method)(model, None, 0.5, 0, context))
         assert untouched
         results.append(model.state_dict())
     assert _states_equal(*results)

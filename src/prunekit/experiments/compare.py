@@ -10,18 +10,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from prunekit import data as datasets
 from prunekit.experiments import methods
 from prunekit import zoo
+from prunekit._utils.atomic import atomic_path
 from prunekit._utils.paths import home
+from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError, check_count
 from prunekit.serialization import load, save
 from prunekit.masks import make_permanent
 from prunekit.measure import compare, measure, time_models
+from prunekit.training import lottery
 from prunekit.experiments.methods.context import Context
-from prunekit.experiments.methods.training import initial_state
 from prunekit.train.loop import FitConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -71,21 +74,35 @@ def validate(config: CompareConfig):
 
 
 def dense_model(config: CompareConfig, dataset, quiet=False):
-    """The trained dense model, from the cache under $PRUNEKIT_HOME when it is there."""
+    """(the trained dense model, lottery.snapshot of its weights before training), from the
+    cache under $PRUNEKIT_HOME when both are there. The snapshot is what the lottery methods
+    rewind to: kept, not rebuilt by replaying the seed (which reproduces it only while the
+    model's initialisation draws nothing but the global torch RNG)."""
     name = config.model or zoo.DEFAULT_FOR_DATASET.get(dataset.name, "lenet300")
     cache = home() / "models" / f"{name}-{dataset.name}-e{config.epochs}-s{config.seed}.safetensors"
-    if cache.exists():
+    initial_cache = cache.with_name(cache.stem + ".initial.safetensors")
+    if cache.exists() and initial_cache.exists():
         try:
             log.info("dense model from cache %s", cache)
-            return load(cache)
+            return load(cache), _load_snapshot(initial_cache)
         except PruneError as err:
             log.warning("ignoring unreadable cache %s: %s", cache, err)
-    torch.manual_seed(config.seed)
-    model = zoo.build(name, **_model_kwargs(name, dataset))
+    with seeded(config.seed):  # the same initial weights for a seed, the caller's RNG untouched
+        model = zoo.build(name, **_model_kwargs(name, dataset))
+    initial = lottery.snapshot(model)
     fit(model, dataset, FitConfig(epochs=config.epochs, seed=config.seed),
         checkpoint_dir=_checkpoints(config, "dense"), quiet=quiet)
     save(model, cache)
-    return model
+    with atomic_path(initial_cache) as tmp:
+        save_file({k: v.contiguous() for k, v in initial.items()}, str(tmp))
+    return model, initial
+
+
+def _load_snapshot(path) -> dict:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise PruneError(f"cannot read {path}: {err}") from None
 
 
 def _checkpoints(config, tag):
@@ -111,10 +128,9 @@ def _finetune_config(config):
                      seed=config.seed)
 
 
-def method_context(config, dataset):
-    """What methods that train need: data, both training budgets, the dense initial weights."""
-    name = config.model or zoo.DEFAULT_FOR_DATASET.get(dataset.name, "lenet300")
-    initial = initial_state(lambda: zoo.build(name, **_model_kwargs(name, dataset)), config.seed)
+def method_context(config, dataset, initial):
+    """What methods that train need: data, both training budgets, the dense model's initial
+    weights (`initial`, the snapshot dense_model returns)."""
     return Context(dataset, _finetune_config(config), FitConfig(epochs=config.epochs, seed=config.seed), initial)
 
 
@@ -156,12 +172,11 @@ def run_compare(config: CompareConfig, quiet=False) -> dict:
     """The comparison as a JSON-able dict: {"config", "baseline", "runs": [...]}."""
     validate(config)
     dataset = datasets.load(config.dataset, image_size=config.image_size)
-    torch.manual_seed(config.seed)
-    dense = dense_model(config, dataset, quiet)
+    dense, initial = dense_model(config, dataset, quiet)
     example = dataset.test.x[:config.latency_batch].clone()  # its own storage, not the test set's
     models_dir = config.out / "models"
     baseline = _metrics(dense, example, dataset, models_dir / "dense.safetensors")
-    pruned, context = {}, method_context(config, dataset)
+    pruned, context = {}, method_context(config, dataset, initial)
     for method in config.methods:
         fixed = methods.fixed_sparsity(method)  # N:M: one run, whatever the sweep
         for sparsity in config.sparsities if fixed is None else (fixed,):

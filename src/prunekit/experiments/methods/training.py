@@ -6,8 +6,6 @@ the dense model's own training config, as the lottery-ticket papers do.
 """
 from dataclasses import dataclass, replace
 
-import torch
-
 from prunekit.training import lottery
 from prunekit.unstructured.allocate import prune_allocated
 from prunekit.training.dynamic import DynamicSparsity
@@ -141,8 +139,3 @@ def _last_layer(model):
     names = [name for name, _ in lottery.prunable(model)]
     return names[-1] if names else None
 
-
-def initial_state(build, seed) -> dict:
-    """The weights a model built by `build()` after torch.manual_seed(seed) starts from."""
-    torch.manual_seed(seed)
-    return lottery.snapshot(build())
