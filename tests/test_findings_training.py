@@ -156,6 +156,16 @@ def test_random_mask_of_a_layer_does_not_depend_on_the_other_layers():
     assert not torch.equal(masks.get_mask(other[4]), both["4"])
 
 
+def test_random_nm_mask_of_a_layer_does_not_depend_on_the_other_layers():
+    def nm_masks(**kwargs):
+        model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16))
+        pk.prune_nm(model, 2, 4, criterion="random", **kwargs)
+        return {n: masks.get_mask(m).clone() for n, m, _ in masks.masked_modules(model)}
+    both, alone = nm_masks(), nm_masks(exclude="^0$")
+    assert torch.equal(alone["1"], both["1"])
+    assert not torch.equal(both["0"], both["1"])  # same shape, own scores
+
+
 # 4. The library leaves its caller's global random state alone
 
 def _tiny_context():

@@ -1,4 +1,5 @@
 """Unstructured magnitude pruning: pk.prune_magnitude."""
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -31,7 +32,19 @@ def _check_fraction(value, name):
     return float(value)
 
 
-def _source(index, module, score_fn, seed, is_builtin):
+# Random scores are drawn in fixed blocks of this many weights, whatever select.CHUNK is;
+# equal to its default, so a chunk is one block and costs no more than before.
+_BLOCK = 1 << 18
+
+
+def layer_seed(seed, name, shape) -> int:
+    """A seed from (seed, layer name, shape) alone: a layer's random scores do not depend on
+    which other layers are selected. sha256, as Python's hash() of a str changes per process."""
+    key = f"{seed}/{name}/{tuple(shape)}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _source(name, module, score_fn, seed, is_builtin):
     raw = masks.raw_tensor(module).detach()
     flat = raw.reshape(-1)
     mask = masks.get_mask(module)
@@ -43,11 +56,16 @@ def _source(index, module, score_fn, seed, is_builtin):
                              f"{tuple(whole.shape) if isinstance(whole, torch.Tensor) else type(whole).__name__}")
         whole = whole.detach().reshape(-1).to(torch.float32)
         return select.Source(flat.numel(), lambda a, b: whole[a:b], alive)
+    base = layer_seed(seed, name, raw.shape)
 
     def scores(start, stop):
-        # One generator per chunk, seeded by position: same seed -> same masks, any chunking order.
-        generator = torch.Generator().manual_seed(hash((seed, index, start)) & 0x7FFF_FFFF_FFFF)
-        return score_fn(flat[start:stop], generator)
+        # One generator per fixed block, seeded by the layer and the block's position: the same
+        # scores for any chunking, computed in any order.
+        first = start - start % _BLOCK
+        parts = [score_fn(flat[b:min(b + _BLOCK, flat.numel())],
+                          torch.Generator().manual_seed((base + b // _BLOCK) & 0x7FFF_FFFF_FFFF_FFFF))
+                 for b in range(first, stop, _BLOCK)]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts))[start - first:stop - first]
     return select.Source(flat.numel(), scores, alive)
 
 
@@ -122,7 +140,7 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
     chosen, sharers = _distinct(select_modules(model, include, exclude))
     for name, module in chosen:
         _check_finite(name, masks.raw_tensor(module))
-    sources = [_source(i, m, score_fn, seed or 0, not callable(criterion)) for i, (_, m) in enumerate(chosen)]
+    sources = [_source(n, m, score_fn, seed or 0, not callable(criterion)) for n, m in chosen]
 
     # Decide every mask first; only then touch the model, so a failure leaves it unchanged.
     if threshold is not None:

@@ -11,7 +11,7 @@ from prunekit import masks
 from prunekit.targets import select_modules
 from prunekit.criteria import get_elementwise
 from prunekit.errors import PruneError
-from prunekit.unstructured.magnitude import PruneReport
+from prunekit.unstructured.magnitude import PruneReport, layer_seed
 from prunekit.unstructured.select import nm_mask
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ def prune_nm(model, n=2, m=4, *, criterion="l1", include=None, exclude=None) -> 
     skipped = [name or "<model>" for name, mod in chosen if width(mod) % m != 0]
     if not fits:
         raise PruneError(f"no selected layer has an input width divisible by m={m}: {', '.join(skipped)}")
-    new_masks = [_layer_mask(mod, score_fn, n, m, i) for i, (_, mod) in enumerate(fits)]
+    # a random criterion's scores depend on the layer alone, not on which others are selected
+    new_masks = [_layer_mask(mod, score_fn, n, m, layer_seed(0, name, masks.raw_tensor(mod).shape))
+                 for name, mod in fits]
     for (_, module), mask in zip(fits, new_masks):  # every mask decided before the model changes
         masks.attach(module, mask)
     layers, zeros, total = {}, 0, 0
