@@ -301,3 +301,25 @@ def test_lottery_counts_and_prunes_a_tied_weight_once():
     assert masks.get_mask(model.b) is masks.get_mask(model.a)  # both layers use the one mask
     assert history[1]["sparsity"] == pytest.approx(48 / 96)
     assert lottery.masks_sparsity(model, lottery.prunable(model)) == pytest.approx(48 / 96)
+
+
+def test_regrowth_moves_a_tied_weight_once():
+    model = _tied_pruned()
+    for mode in ("rigl", "set"):
+        before = masks.get_mask(model.a).clone()
+        updater = dynamic.DynamicSparsity(model, mode=mode, fraction=0.5, every=1)
+        x = torch.randn(4, 8)
+        updater.step(x, torch.randint(0, 4, (4,)))
+        mask = masks.get_mask(model.a)
+        assert updater.updates == [(1, 16)]  # half of the 32 alive weights moved, once
+        assert int(mask.sum()) == 32 and int((mask != before).sum()) == 32
+        assert masks.get_mask(model.b) is mask
+
+
+def test_tied_weight_sized_once():
+    torch.manual_seed(0)
+    tied, untied = _Tied(), _Tied()
+    untied.b.weight = nn.Parameter(untied.a.weight.detach().clone())
+    x = torch.randn(2, 8)
+    size = lambda m: pk.measure(m, x, latency=False)["size_bytes"]  # noqa: E731
+    assert size(untied) - size(tied) >= 64 * 4

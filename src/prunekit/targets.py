@@ -7,6 +7,7 @@ deployed model computes with.
 """
 import re
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -92,9 +93,9 @@ def _internal_modules(model: nn.Module) -> set:
     return inner
 
 
-def effective_tensors(model: nn.Module):
-    """Yield (qualified name, effective tensor, is_parameter, identity) for every parameter
-    and buffer. `identity` is the underlying stored tensor, so tied weights can be deduped."""
+def _entries(model: nn.Module):
+    """Yield (qualified name, module, attribute, stored tensor, is_parameter) for every
+    persistent parameter and buffer, a masked tensor under its plain name; nothing computed."""
     inner = _internal_modules(model)
     for prefix, module in model.named_modules(remove_duplicate=False):
         if id(module) in inner:
@@ -106,10 +107,30 @@ def effective_tensors(model: nn.Module):
                 original = getattr(plist, "original", None)
                 if original is None:
                     original = plist.original0
-                yield dot + name, getattr(module, name), isinstance(original, nn.Parameter), original
+                yield dot + name, module, name, original, isinstance(original, nn.Parameter)
         for name, tensor in list(module._parameters.items()) + list(module._buffers.items()):
             if tensor is not None and name not in module._non_persistent_buffers_set:
-                yield dot + name, tensor, name in module._parameters, tensor
+                yield dot + name, module, name, tensor, name in module._parameters
+
+
+def effective_tensors(model: nn.Module):
+    """Yield (qualified name, effective tensor, is_parameter, identity) for every parameter
+    and buffer. `identity` is the underlying stored tensor, so tied weights can be deduped."""
+    for name, module, attribute, stored, is_param in _entries(model):
+        yield name, getattr(module, attribute), is_param, stored
+
+
+def tied_names(model: nn.Module, state: dict) -> dict:
+    """{name: earlier name} for each tensor of `state` (effective_state(model)) stored as the
+    same tensor as an earlier one and equal to it in effect (a tied weight, masked alike):
+    saved and counted once."""
+    first, tied = {}, {}
+    for name, _, _, stored, _ in _entries(model):
+        if id(stored) not in first:
+            first[id(stored)] = name
+        elif name in state and torch.equal(state[name], state[first[id(stored)]]):
+            tied[name] = first[id(stored)]
+    return tied
 
 
 def effective_state(model: nn.Module) -> dict:

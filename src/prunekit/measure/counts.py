@@ -4,7 +4,7 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from prunekit.serialization import sparse_format
-from prunekit.targets import effective_state, effective_tensors, prunable_modules, prunable_weights
+from prunekit.targets import effective_state, effective_tensors, prunable_modules, prunable_weights, tied_names
 
 
 def _nonzeros(t: torch.Tensor) -> int:
@@ -39,6 +39,8 @@ def sizes(model: nn.Module) -> dict:
     deployed (masks baked in, as after make_permanent). pk.save of a model still masked also
     writes its masks, one byte per weight of a dense-stored masked tensor."""
     state = effective_state(model)
+    for name in tied_names(model, state):  # pk.save writes a tied weight once
+        del state[name]
     dense = len(safetensors_save(state))
     prunable = {f"{name}.weight" if name else "weight" for name, _ in prunable_modules(model)}
     for key in prunable & set(state):

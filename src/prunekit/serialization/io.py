@@ -15,7 +15,7 @@ from torch import nn
 from prunekit import masks, surgery
 from prunekit.structured import blocks
 from prunekit.zoo import models as zoo
-from prunekit.targets import effective_state as _effective_state, prunable_modules
+from prunekit.targets import effective_state as _effective_state, prunable_modules, tied_names
 from prunekit._utils.atomic import atomic_path
 from prunekit.errors import PruneError
 from prunekit.serialization import sparse_format
@@ -47,7 +47,10 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
                                 for m, mod, t in masks.masked_modules(model)})
     prunable = {f"{n}.weight" if n else "weight" for n, _ in prunable_modules(model)}
     state = _effective_state(model)
+    tied = tied_names(model, state)  # a weight shared by two layers is written once, its mask too
     for name, tensor in state.items():
+        if name in tied:
+            continue
         tensor = tensor.contiguous()
         if format == "compressed" and name in prunable and \
                 sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
@@ -63,7 +66,7 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
     arch = zoo.architecture(model)
     plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
             "shapes": _shapes(state), "attrs": surgery.shape_attrs(model), "masked": sorted(masked),
-            "packed": packed, "skipped": blocks.skipped(model)}
+            "packed": packed, "skipped": blocks.skipped(model), "tied": tied}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
@@ -153,7 +156,9 @@ def _rebuild(path, tensors, plan, model):
         model = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
     state, mask_of = _unpacked(tensors, plan)
     skipped = plan.get("skipped", {})
-    expected = {k for k in _effective_state(model) if not any(k.startswith(b + ".") for b in skipped)}
+    tied = plan.get("tied", {})  # files written before ties were saved once have none
+    expected = {k for k in _effective_state(model)
+                if k not in tied and not any(k.startswith(b + ".") for b in skipped)}
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
         raise PruneError(f"{path} does not match the model: missing {missing}, unexpected {extra}")
@@ -173,4 +178,19 @@ def _rebuild(path, tensors, plan, model):
                 target.copy_(value)
             else:  # a half-precision model stays half precision
                 target.data = value.to(target.device)
+    _retie(modules, tied)
     return model
+
+
+def _retie(modules, tied):
+    """Each tensor saved once for several layers: the later layers get the earlier one's
+    stored tensor (tied again if the given model does not tie them itself) and its mask."""
+    for name, first in tied.items():
+        module, _, tensor = name.rpartition(".")
+        source, _, source_tensor = first.rpartition(".")
+        stored = masks.raw_tensor(modules[source], source_tensor)
+        if masks.raw_tensor(modules[module], tensor) is not stored:
+            setattr(modules[module], tensor, stored)
+        mask = masks.get_mask(modules[source], source_tensor)
+        if mask is not None:
+            masks.attach(modules[module], mask, tensor)  # the same buffer: one mask for both

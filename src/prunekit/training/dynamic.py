@@ -32,6 +32,10 @@ class DynamicSparsity:
         self.layers = [(n, m) for n, m, t in masks.masked_modules(model) if t == "weight"]
         if not self.layers:
             raise PruneError("dynamic sparsity needs a masked model: prune it first (pk.prune_magnitude)")
+        groups = {}  # layers sharing one mask (a tied weight) move it once, their gradients summed
+        for index, (_, module) in enumerate(self.layers):
+            groups.setdefault(id(masks.get_mask(module)), []).append(index)
+        self.groups = list(groups.values())
         self.model, self.mode, self.fraction, self.every, self.end = model, mode, fraction, every, end
         self.loss_fn, self.t = loss_fn, 0
         self.generator = torch.Generator().manual_seed(seed)
@@ -53,9 +57,9 @@ class DynamicSparsity:
             raise PruneError("RigL needs the batch: call step(x, y)")
         grads = _dense_gradients(self.model, self.layers, self.loss_fn, x, y) if self.mode == "rigl" else None
         moved = 0
-        for index, (_, module) in enumerate(self.layers):
-            grad = None if grads is None else grads[index]
-            moved += self._update(module, self.fraction_at(self.t), grad)
+        for group in self.groups:
+            grad = None if grads is None else sum(grads[i] for i in group)
+            moved += self._update(self.layers[group[0]][1], self.fraction_at(self.t), grad)
         self.updates.append((self.t, moved))
 
     @torch.no_grad()

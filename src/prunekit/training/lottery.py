@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit import masks
-from prunekit.targets import select_modules
+from prunekit.targets import prunable_modules, select_modules, stored_weight
 from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError, check_count
 from prunekit.unstructured.magnitude import prune_magnitude
@@ -56,7 +56,14 @@ class _Recorder:
 
 
 def prunable(model, include=None, exclude=None) -> list:
-    return select_modules(model, include, exclude)
+    """[(name, module)] of the selected layers, one per stored weight: a weight shared by
+    several layers is pruned and counted once (its other layers get the same mask)."""
+    seen, found = set(), []
+    for name, module in select_modules(model, include, exclude):
+        if id(stored_weight(module)) not in seen:
+            seen.add(id(stored_weight(module)))
+            found.append((name, module))
+    return found
 
 
 def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, overrides=None,
@@ -81,7 +88,7 @@ def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, ov
         history.append({"round": round_, "sparsity": masks_sparsity(model, chosen), "result": figure})
         if round_ == rounds:
             break
-        _prune_round(chosen, rates)
+        _prune_round(model, chosen, rates)
         if rewind_to and recorder.state is None:
             raise PruneError(f"the first training run made fewer than rewind_to={rewind_to} steps")
         rewind(model, recorder.state if rewind_to else start)
@@ -96,11 +103,15 @@ def _validate(rounds, rate, rewind_to, initial):
         raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")
 
 
-def _prune_round(chosen, rates):
-    """Each layer loses its rate of the weights still alive (layer-wise magnitude)."""
+def _prune_round(model, chosen, rates):
+    """Each layer loses its rate of the weights still alive (layer-wise magnitude); a layer
+    sharing the weight of a chosen one gets its mask."""
     for name, module in chosen:
         alive = _alive(module)
         prune_magnitude(module, 1 - alive * (1 - rates[name]) / masks.raw_tensor(module).numel(), scope="layer")
+        for _, other in prunable_modules(model):
+            if other is not module and stored_weight(other) is stored_weight(module):
+                masks.attach(other, masks.get_mask(module))  # the same buffer, not a copy
 
 
 def _no_op(x=None, y=None):
@@ -160,9 +171,12 @@ def _fresh_values(module) -> dict:
 def random_masks(model, seed: int) -> None:
     """Control: every masked layer gets a random mask keeping as many weights as before.
     Call `rewind(model, initial_state)` after it: positions masked before hold zeros."""
-    generator = torch.Generator().manual_seed(seed)
+    generator, seen = torch.Generator().manual_seed(seed), set()
     for _, module, tensor_name in masks.masked_modules(model):
         mask = masks.get_mask(module, tensor_name)
+        if id(mask) in seen:  # one mask shared by the layers of a tied weight: drawn once
+            continue
+        seen.add(id(mask))
         kept = int(mask.sum())
         order = torch.randperm(mask.numel(), generator=generator)
         fresh = torch.zeros(mask.numel(), dtype=torch.bool)
