@@ -1,4 +1,6 @@
 """The review's findings on training, lottery, random masks, seeding and tied weights (issue 14)."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -323,3 +325,16 @@ def test_tied_weight_sized_once():
     x = torch.randn(2, 8)
     size = lambda m: pk.measure(m, x, latency=False)["size_bytes"]  # noqa: E731
     assert size(untied) - size(tied) >= 64 * 4
+
+
+# Noticed on the way: baking the masks of a copy must not break the original
+
+def test_make_permanent_on_a_copy_leaves_the_original_working():
+    model = _mlp()
+    pk.prune_magnitude(model, 0.5)
+    x = _batch()[0]
+    model.eval()
+    expected = model(x)
+    baked = pk.make_permanent(copy.deepcopy(model))
+    assert torch.equal(model(x), expected) and torch.equal(baked(x), expected)
+    assert masks.masked_modules(model) and not masks.masked_modules(baked)

@@ -79,6 +79,10 @@ def make_permanent(model: nn.Module) -> nn.Module:
             raise PruneError(f"{mod_name}.{tensor_name} has other parametrizations besides a "
                              "prunekit mask; remove them before make_permanent")
     for _, module, tensor_name in masked_modules(model):
+        # A deepcopy shares its parametrized class with the original, and removing a
+        # parametrization deletes the property from that class: give the module its own first.
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
         parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
     return model
 
