@@ -7,7 +7,7 @@ from torch import nn
 
 import prunekit as pk
 from prunekit import masks
-from prunekit.data.sources import Dataset, Split
+from prunekit.data import Dataset, Split
 from prunekit.experiments import compare, methods
 from prunekit.experiments.methods.context import Context
 from prunekit.targets import effective_state, stored_weight

@@ -87,6 +87,8 @@ def dense_model(config: CompareConfig, dataset, quiet=False):
             return load(cache), _load_snapshot(initial_cache)
         except PruneError as err:
             log.warning("ignoring unreadable cache %s: %s", cache, err)
+    elif cache.exists():
+        log.info("no initial weights beside the cached %s (written before they were kept): training again", cache)
     with seeded(config.seed):  # the same initial weights for a seed, the caller's RNG untouched
         model = zoo.build(name, **_model_kwargs(name, dataset))
     initial = lottery.snapshot(model)

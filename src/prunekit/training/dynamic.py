@@ -32,9 +32,10 @@ class DynamicSparsity:
         self.layers = [(n, m) for n, m, t in masks.masked_modules(model) if t == "weight"]
         if not self.layers:
             raise PruneError("dynamic sparsity needs a masked model: prune it first (pk.prune_magnitude)")
-        groups = {}  # layers sharing one mask (a tied weight) move it once, their gradients summed
+        groups = {}  # layers sharing weight and mask (a tied weight) move it once, gradients summed
         for index, (_, module) in enumerate(self.layers):
-            groups.setdefault(id(masks.get_mask(module)), []).append(index)
+            key = id(masks.get_mask(module)), id(masks.raw_tensor(module))
+            groups.setdefault(key, []).append(index)
         self.groups = list(groups.values())
         self.model, self.mode, self.fraction, self.every, self.end = model, mode, fraction, every, end
         self.loss_fn, self.t = loss_fn, 0

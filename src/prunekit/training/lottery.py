@@ -106,10 +106,11 @@ def _validate(rounds, rate, rewind_to, initial):
 def _prune_round(model, chosen, rates):
     """Each layer loses its rate of the weights still alive (layer-wise magnitude); a layer
     sharing the weight of a chosen one gets its mask."""
+    users = prunable_modules(model)
     for name, module in chosen:
         alive = _alive(module)
         prune_magnitude(module, 1 - alive * (1 - rates[name]) / masks.raw_tensor(module).numel(), scope="layer")
-        for _, other in prunable_modules(model):
+        for _, other in users:
             if other is not module and stored_weight(other) is stored_weight(module):
                 masks.attach(other, masks.get_mask(module))  # the same buffer, not a copy
 
