@@ -49,7 +49,7 @@ def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
     if cost == "params":
         return lambda dense, trial: param_count(trial) / param_count(dense)
     if cost == "macs":
-        return lambda dense, trial: _macs(trial, inputs) / _macs(dense, inputs)
+        return lambda dense, trial: _macs(trial, inputs) / _dense_macs(dense, inputs)
     if cost == "latency":
         def kept(dense, trial):
             timed = latency.time_models({"dense": dense, "trial": trial}, inputs, repeats=repeats,
@@ -61,6 +61,14 @@ def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
 
 def _macs(model, inputs):
     return totals(layer_stats(model, inputs))["macs"]
+
+
+def _dense_macs(model, inputs):
+    macs = _macs(model, inputs)
+    if macs == 0:  # only Conv/Linear layers are counted: weights passed to F.linear are not
+        raise PruneError(f"{type(model).__name__}'s forward calls no Conv/Linear layer, so it has no MACs to "
+                         "remove: search with cost='params' or 'latency'")
+    return macs
 
 
 def apply_ratios(model, example_inputs, ratios, **options):

@@ -49,6 +49,23 @@ def _weights(chosen):
     return {n: masks.raw_tensor(m).numel() for n, m in chosen}
 
 
+def _sizes(weights, sizes):
+    """What each searched layer's sparsity is weighted by: its weights, or its entry in
+    `sizes` (say its MACs; entries for layers not searched are ignored). A layer of size 0,
+    such as one the forward never calls, is left dense: pruning it saves nothing."""
+    if not sizes:
+        return weights
+    missing = [name for name in weights if name not in sizes]
+    if missing:
+        raise PruneError(f"sizes has no entry for layer {', '.join(map(repr, missing))}: give one for every "
+                         "searched layer (measure.macs.layer_stats lists their MACs), or exclude it")
+    picked = {name: sizes[name] for name in weights}
+    if not sum(picked.values()) > 0:
+        raise PruneError("the searched layers' sizes (MACs) are all 0: the forward calls none of them, "
+                         "so there is nothing to remove; search by weights (sizes=None) or include others")
+    return picked
+
+
 def _path(curves, sizes, grid):
     """Every step [(layer, sparsity)] the greedy takes, one grid step of one layer at a time,
     the step losing the least accuracy per unit of size removed first, until no step is left."""
@@ -89,10 +106,9 @@ def search(model, evaluate, target, *, curves=None, grid=GRID, include=None, exc
     """Per-layer sparsities reaching `target` overall sparsity (of weights, or of whatever
     `sizes` {layer: count} counts, e.g. MACs) that lose the least validation accuracy by
     the sensitivity curves; applied to `model` (in place) and measured."""
-    chosen = select_modules(model, include, exclude)
+    weights = _weights(select_modules(model, include, exclude))
+    sizes = _sizes(weights, sizes)
     curves = curves or sensitivity(model, evaluate, sparsities=grid[1:], include=include, exclude=exclude)
-    weights = _weights(chosen)
-    sizes = sizes or weights
     allocation, path = _spend(_path(curves, sizes, grid), sizes, target, grid)
     prune_layers(model, allocation)
     overall = sum(allocation[n] * weights[n] for n in weights) / sum(weights.values())
