@@ -108,7 +108,7 @@ def _fidelity(dense, x):
     return metric
 
 
-def _macs_kept(model, x, sizes):
+def _macs_removed(model, x, sizes):
     return sum(sizes[n] * pk.sparsity(model)["layers"][n]["sparsity"] for n in sizes) / sum(sizes.values())
 
 
@@ -119,7 +119,7 @@ def test_macs_search_passes_over_a_layer_with_no_macs():
     assert sizes["unused"] == 0
     found = layerwise.search(model, _fidelity(copy.deepcopy(model), x), 0.5, sizes=sizes)
     assert found.sparsities["unused"] == 0.0   # pruning it saves no MACs
-    assert _macs_kept(model, x, sizes) == pytest.approx(0.5, abs=1e-3)
+    assert _macs_removed(model, x, sizes) == pytest.approx(0.5, abs=1e-3)
 
 
 def test_macs_search_reads_only_the_searched_layers_sizes_and_names_a_missing_one():
