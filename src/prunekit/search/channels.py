@@ -19,7 +19,6 @@ Decisions read only what `evaluate` reads (a validation split). The curves cost 
 evaluate() per space and grid ratio (pass them back in through `curves=` to reuse them).
 """
 import copy
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -27,10 +26,11 @@ from prunekit._utils.inputs import as_inputs
 from prunekit.errors import PruneError
 from prunekit.measure import latency
 from prunekit.measure.macs import layer_stats, totals
+from prunekit.search._greedy import CHANNEL_GRID, greedy, last_above, smallest_meeting
 from prunekit.structured.prune import channel_spaces, param_count, prune_structured
 
 COSTS = ("params", "macs", "latency")
-GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+GRID = CHANNEL_GRID
 
 
 @dataclass
@@ -49,7 +49,7 @@ def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
     if cost == "params":
         return lambda dense, trial: param_count(trial) / param_count(dense)
     if cost == "macs":
-        return lambda dense, trial: _macs(trial, inputs) / _macs(dense, inputs)
+        return lambda dense, trial: _macs(trial, inputs) / _dense_macs(dense, inputs)
     if cost == "latency":
         def kept(dense, trial):
             timed = latency.time_models({"dense": dense, "trial": trial}, inputs, repeats=repeats,
@@ -61,6 +61,14 @@ def cost_meter(cost, example_inputs, *, repeats=20, threads=1):
 
 def _macs(model, inputs):
     return totals(layer_stats(model, inputs))["macs"]
+
+
+def _dense_macs(model, inputs):
+    macs = _macs(model, inputs)
+    if macs == 0:  # only Conv/Linear layers are counted: weights passed to F.linear are not
+        raise PruneError(f"{type(model).__name__}'s forward calls no Conv/Linear layer, so it has no MACs to "
+                         "remove: search with cost='params' or 'latency'")
+    return macs
 
 
 def apply_ratios(model, example_inputs, ratios, **options):
@@ -86,30 +94,17 @@ def _point(curves, name, ratio):
     return (curves["dense"], 1.0) if ratio == 0 else curves[name][ratio]
 
 
-def _cheapest_step(curves, ratios, grid):
-    """(space, ratio): of every space's later grid ratios, the move that loses the least
-    metric per unit of cost saved (a move that saves nothing is never taken)."""
-    best, best_rate = None, math.inf
-    for name, now in ratios.items():
-        metric_now, kept_now = _point(curves, name, now)
-        for ratio in grid[grid.index(now) + 1:]:
-            metric, kept = _point(curves, name, ratio)
-            if kept_now - kept <= 0:
-                continue
-            rate = max(metric_now - metric, 0.0) / (kept_now - kept)
-            if rate < best_rate:
-                best, best_rate = (name, ratio), rate
-    return best
-
-
 def _greedy_path(curves, grid):
-    """Every step the greedy takes from no pruning until no step saves cost."""
-    ratios = {name: 0.0 for name in curves if name != "dense"}
-    path = []
-    while (step := _cheapest_step(curves, ratios, grid)) is not None:
-        ratios[step[0]] = step[1]
-        path.append(step)
-    return path
+    """Every step [(space, ratio)] the greedy takes from no pruning until no step saves cost:
+    of every space's later grid ratios, the move that loses the least metric per unit of
+    cost saved (a move that saves nothing is never taken)."""
+    def moves(ratios):
+        for name, now in ratios.items():
+            metric_now, kept_now = _point(curves, name, now)
+            for ratio in grid[grid.index(now) + 1:]:
+                metric, kept = _point(curves, name, ratio)
+                yield name, ratio, max(metric_now - metric, 0.0), kept_now - kept
+    return greedy({name: 0.0 for name in curves if name != "dense"}, moves)
 
 
 def _allocation(path, names, upto):
@@ -173,26 +168,24 @@ def _joint_path(model, example_inputs, evaluate, kept, goal, grid, names, option
     """Greedy steps, each scored on a copy cut to the allocation so far plus the step, until
     the measured cost meets `goal`: [(space, ratio)] in the order taken; None if cutting every
     space to the grid's top does not meet it."""
-    ratios, path, metric_now, kept_now = dict.fromkeys(names, 0.0), [], evaluate(model), 1.0
-    while kept_now > goal:
-        best = None
+    ratios = dict.fromkeys(names, 0.0)
+    measured = {tuple(ratios.values()): (evaluate(model), 1.0)}  # allocation -> (metric, cost kept)
+
+    def moves(now):
+        metric_now, kept_now = measured[tuple(now.values())]
         for name in names:
-            later = grid[grid.index(ratios[name]) + 1:]
+            later = grid[grid.index(now[name]) + 1:]
             if not later:
                 continue
+            step = {**now, name: later[0]}
             trial = copy.deepcopy(model)
-            apply_ratios(trial, example_inputs, {**ratios, name: later[0]}, **options)
-            metric, cost = evaluate(trial), kept(model, trial)
-            if cost >= kept_now:
-                continue  # a step that saves nothing is never taken
-            rate = (metric_now - metric) / (kept_now - cost)  # may be < 0: the cut helped
-            if best is None or rate < best[0]:
-                best = (rate, name, later[0], metric, cost)
-        if best is None:
-            return None
-        _, name, ratios[name], metric_now, kept_now = best
-        path.append((name, ratios[name]))
-    return path
+            apply_ratios(trial, example_inputs, step, **options)
+            measured[tuple(step.values())] = metric, cost = evaluate(trial), kept(model, trial)
+            yield name, later[0], metric_now - metric, kept_now - cost  # loss < 0: the cut helped
+
+    met = lambda now: measured[tuple(now.values())][1] <= goal  # noqa: E731
+    path = greedy(ratios, moves, done=met)  # updates `ratios` as it goes
+    return path if met(ratios) else None
 
 
 def _bisect_and_finish(model, example_inputs, evaluate, kept, goal, path, names, cost, options):
@@ -208,14 +201,8 @@ def _bisect_and_finish(model, example_inputs, evaluate, kept, goal, path, names,
 
 def _bisect(model, example_inputs, ratios, name, low, kept, goal, options, rounds=6):
     """The smallest ratio of `name` in (low, ratios[name]] whose measured cost meets `goal`."""
-    high, trial = ratios[name], dict(ratios)
-    for _ in range(rounds):
-        trial[name] = (low + high) / 2
-        if _measured(model, example_inputs, trial, kept, options) <= goal:
-            high = trial[name]
-        else:
-            low = trial[name]
-    return high
+    return smallest_meeting(low, ratios[name], lambda r: _measured(model, example_inputs, {**ratios, name: r}, kept,
+                                                                   options) <= goal, rounds)
 
 
 def _refill(model, example_inputs, ratios, path, kept, goal, options):
@@ -247,15 +234,12 @@ def search_channels_floor(model, example_inputs, evaluate, floor, *, cost="macs"
     kept = cost_meter(cost, example_inputs, repeats=repeats, threads=threads)
     curves = curves or channel_curves(model, example_inputs, evaluate, kept, grid=grid, **options)
     path, names = _greedy_path(curves, grid), [n for n in curves if n != "dense"]
-    low, high, best = 1, len(path), 0
-    while low <= high:  # retention falls (mostly) monotonically along the path
-        middle = (low + high) // 2
+
+    def measure(taken):
         trial = copy.deepcopy(model)
-        apply_ratios(trial, example_inputs, _allocation(path, names, middle), **options)
-        if evaluate(trial) >= floor * curves["dense"]:
-            best, low = middle, middle + 1
-        else:
-            high = middle - 1
+        apply_ratios(trial, example_inputs, _allocation(path, names, taken), **options)
+        return evaluate(trial)
+    best, _ = last_above(len(path), measure, floor * curves["dense"])
     return _finish(model, example_inputs, evaluate, kept, _allocation(path, names, best), path[:best], options)
 
 
@@ -269,10 +253,5 @@ def uniform_ratio(model, example_inputs, target, *, cost="macs", repeats=20, thr
     low, high = 0.0, GRID[-1]
     if _measured(model, example_inputs, dict.fromkeys(names, high), kept, options) > 1 - target:
         raise PruneError(f"a {cost} target of {target} is out of reach at a uniform ratio of {high}")
-    for _ in range(rounds):
-        middle = (low + high) / 2
-        if _measured(model, example_inputs, dict.fromkeys(names, middle), kept, options) <= 1 - target:
-            high = middle
-        else:
-            low = middle
-    return high
+    return smallest_meeting(low, high, lambda r: _measured(model, example_inputs, dict.fromkeys(names, r), kept,
+                                                           options) <= 1 - target, rounds)

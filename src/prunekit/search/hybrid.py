@@ -1,5 +1,6 @@
 """Adaptive hybrid pruning: per channel space, remove channels or mask weights, whichever
-costs less validation accuracy for the same weights removed; then magnitude pruning of what
+costs less validation accuracy for the same weights removed (as many zeroed in each tensor
+the channels run through: producers and consumers alike); then magnitude pruning of what
 is left, up to the target.
 
 The cost model is the one this machine shows (README, realized speedup): removing channels
@@ -7,13 +8,14 @@ makes dense kernels faster, masking weights does not. So channel removal is chos
 costs more than `tolerance` validation accuracy beyond masking the same number of weights.
 """
 import copy
-import re
 from dataclasses import dataclass, field
+
+import torch
 
 from prunekit.search.channels import apply_ratios
 from prunekit.errors import PruneError
 from prunekit.graph import analyze
-from prunekit.unstructured.magnitude import prune_magnitude, prune_rest
+from prunekit.unstructured.magnitude import prune_rest
 from prunekit.masks import sparsity as masks_sparsity
 from prunekit.targets import prunable_count
 from prunekit._utils.inputs import as_inputs
@@ -27,21 +29,38 @@ class AdaptiveReport:
 
 
 def _trial(model, inputs, space, ratio, evaluate):
-    """(value with this space's channels removed, value with as many weights masked instead)."""
+    """(value with `ratio` of this space's channels removed, value with as many weights masked
+    instead). Removing channels takes rows of the producers and columns of the consumers
+    (and of an Embedding, or of a weight passed to F.linear); the masked trial zeroes, in
+    each of those same tensors, as many of its smallest-magnitude entries: the same weights'
+    worth from the same tensors, so only the pattern differs between the two trials."""
     structured = copy.deepcopy(model)
     apply_ratios(structured, inputs, {space.name: ratio})
-    removed = prunable_count(model) - prunable_count(structured)
+    left = {name: weight.numel() for name, weight in _weights(structured)}
     masked = copy.deepcopy(model)
-    layers = [f"^{re.escape(m)}$" for m in space.modules]
-    selected = sum(masked.get_submodule(m).weight.numel() for m in space.modules)
-    prune_magnitude(masked, min(removed / selected, 1.0), scope="global", include=layers)
+    for name, weight in _weights(masked):
+        _zero_smallest(weight, weight.numel() - left.get(name, weight.numel()))
     return evaluate(structured), evaluate(masked)
+
+
+def _weights(model):
+    """(name, tensor) of every weight matrix or kernel (2-D or more), whatever module holds it;
+    biases and norm scales are not weights here, as in the sparsity reported."""
+    return [(name, p) for name, p in model.named_parameters() if p.dim() >= 2]
+
+
+@torch.no_grad()
+def _zero_smallest(weight, count):
+    if count > 0:  # a stable sort: ties go the same way every run
+        chosen = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+        chosen[weight.abs().flatten().argsort(stable=True)[:count]] = True
+        weight.masked_fill_(chosen.view_as(weight), 0)
 
 
 def adaptive_hybrid(model, example_inputs, sparsity, evaluate, *, ratio=0.5, tolerance=0.002) -> AdaptiveReport:
     """Prune `model` in place to `sparsity` of its prunable weights: each channel space loses
     `ratio` of its channels if that costs at most `tolerance` more `evaluate` (validation
-    accuracy) than masking as many of its weights; magnitude pruning does the rest."""
+    accuracy) than masking as many weights in the same tensors; magnitude pruning does the rest."""
     if not 0 < sparsity < 1:
         raise PruneError(f"sparsity must be in (0, 1), got {sparsity!r}")
     inputs = as_inputs(example_inputs)

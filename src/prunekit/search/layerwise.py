@@ -16,9 +16,10 @@ from prunekit import masks
 from prunekit.targets import select_modules
 from prunekit.unstructured.allocate import prune_layers
 from prunekit.errors import PruneError
+from prunekit.search._greedy import SPARSITY_GRID, greedy, last_above
 from prunekit.unstructured.magnitude import prune_magnitude
 
-GRID = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+GRID = SPARSITY_GRID
 
 
 def sensitivity(model, evaluate, *, sparsities=GRID[1:], include=None, exclude=None,
@@ -41,43 +42,59 @@ class SearchResult:
     sparsities: dict            # {layer: sparsity}
     sparsity: float             # over the selected layers' weights
     metric: float               # evaluate() of the pruned model (measured, not predicted)
-    path: list = field(default_factory=list)  # [(overall sparsity, predicted drop)] as it went
+    path: list = field(default_factory=list)  # [(overall sparsity, layer stepped)] as it went
 
 
 def _weights(chosen):
     return {n: masks.raw_tensor(m).numel() for n, m in chosen}
 
 
-def _greedy(curves, sizes, target, grid):
-    """Layer sparsities from the curves: cheapest accuracy per weight first, up to `target`.
-    The last step stops part-way, so the target is met exactly rather than overshot."""
-    level, value = {n: 0 for n in sizes}, {n: 0.0 for n in sizes}
-    total = sum(sizes.values())
-    removed, path = 0.0, []
-    while removed / total < target - 1e-9:
-        best = _cheapest_step(curves, sizes, level, grid)
-        if best is None:
-            raise PruneError(f"the grid tops out at {grid[-1]}: target sparsity {target} is out of reach")
-        step = grid[level[best] + 1] - grid[level[best]]
-        needed = (target * total - removed) / sizes[best]
-        value[best] += min(step, needed)
-        removed += min(step, needed) * sizes[best]
-        level[best] += 1
-        path.append((removed / total, best))
-    return value, path
+def _sizes(weights, sizes):
+    """What each searched layer's sparsity is weighted by: its weights, or its entry in
+    `sizes` (say its MACs; entries for layers not searched are ignored). A layer of size 0,
+    such as one the forward never calls, is left dense: pruning it saves nothing."""
+    if not sizes:
+        return weights
+    missing = [name for name in weights if name not in sizes]
+    if missing:
+        raise PruneError(f"sizes has no entry for layer {', '.join(map(repr, missing))}: give one for every "
+                         "searched layer (measure.macs.layer_stats lists their MACs), or exclude it")
+    picked = {name: sizes[name] for name in weights}
+    if not sum(picked.values()) > 0:
+        raise PruneError("the searched layers' sizes (MACs) are all 0: the forward calls none of them, "
+                         "so there is nothing to remove; search by weights (sizes=None) or include others")
+    return picked
 
 
-def _cheapest_step(curves, sizes, level, grid):
-    """The layer whose next grid step loses the least accuracy per unit of size removed."""
-    best, best_rate = None, None
-    for name in sizes:
-        if level[name] + 1 >= len(grid):
-            continue
-        now, nxt = grid[level[name]], grid[level[name] + 1]
-        rate = max(_at(curves, name, now) - _at(curves, name, nxt), 0.0) / ((nxt - now) * sizes[name])
-        if best is None or rate < best_rate:
-            best, best_rate = name, rate
-    return best
+def _path(curves, sizes, grid):
+    """Every step [(layer, sparsity)] the greedy takes, one grid step of one layer at a time,
+    the step losing the least accuracy per unit of size removed first, until no step is left."""
+    def moves(state):
+        for name, now in state.items():
+            later = grid[grid.index(now) + 1:]
+            if later:
+                loss = max(_at(curves, name, now) - _at(curves, name, later[0]), 0.0)
+                yield name, later[0], loss, (later[0] - now) * sizes[name]
+    return greedy(dict.fromkeys(sizes, grid[0]), moves)
+
+
+def _spend(path, sizes, target, grid):
+    """Walk `path` until `target` of the total size is removed, the last step only part-way
+    (so the target is met exactly rather than overshot): ({layer: sparsity}, [(overall
+    removed, layer)] as it went)."""
+    reached, value = dict.fromkeys(sizes, grid[0]), dict.fromkeys(sizes, 0.0)
+    total, removed, trace = sum(sizes.values()), 0.0, []
+    for name, nxt in path:
+        if removed / total >= target - 1e-9:
+            break
+        step, needed = nxt - reached[name], (target * total - removed) / sizes[name]
+        value[name] += min(step, needed)
+        removed += min(step, needed) * sizes[name]
+        reached[name] = nxt
+        trace.append((removed / total, name))
+    if removed / total < target - 1e-9:
+        raise PruneError(f"the grid tops out at {grid[-1]}: target sparsity {target} is out of reach")
+    return value, trace
 
 
 def _at(curves, name, s):
@@ -89,10 +106,10 @@ def search(model, evaluate, target, *, curves=None, grid=GRID, include=None, exc
     """Per-layer sparsities reaching `target` overall sparsity (of weights, or of whatever
     `sizes` {layer: count} counts, e.g. MACs) that lose the least validation accuracy by
     the sensitivity curves; applied to `model` (in place) and measured."""
-    chosen = select_modules(model, include, exclude)
+    weights = _weights(select_modules(model, include, exclude))
+    sizes = _sizes(weights, sizes)
     curves = curves or sensitivity(model, evaluate, sparsities=grid[1:], include=include, exclude=exclude)
-    weights = _weights(chosen)
-    allocation, path = _greedy(curves, sizes or weights, target, grid)
+    allocation, path = _spend(_path(curves, sizes, grid), sizes, target, grid)
     prune_layers(model, allocation)
     overall = sum(allocation[n] * weights[n] for n in weights) / sum(weights.values())
     return SearchResult(allocation, overall, evaluate(model), path)
@@ -105,28 +122,26 @@ def search_floor(model, evaluate, floor, *, curves=None, grid=GRID, include=None
     chosen = select_modules(model, include, exclude)
     curves = curves or sensitivity(model, evaluate, sparsities=grid[1:], include=include, exclude=exclude)
     sizes = _weights(chosen)
-    _, path = _greedy(curves, sizes, grid[-1] * 0.999, grid)
-    steps = _allocations_along(path, sizes, grid)
-    low, high, best = 0, len(steps) - 1, None
-    while low <= high:  # retention falls (mostly) monotonically along the path
-        middle = (low + high) // 2
+    full = _path(curves, sizes, grid)
+    _, path = _spend(full, sizes, grid[-1] * 0.999, grid)
+    steps = _allocations_along(full[: len(path)], sizes)
+
+    def measure(taken):
         trial = copy.deepcopy(model)
-        prune_layers(trial, steps[middle])
-        value = evaluate(trial)
-        if value >= floor * curves["dense"]:
-            best, low = (middle, value), middle + 1
-        else:
-            high = middle - 1
-    if best is None:
+        prune_layers(trial, steps[taken - 1])
+        return evaluate(trial)
+    taken, value = last_above(len(steps), measure, floor * curves["dense"])
+    if taken == 0:
         return SearchResult({n: 0.0 for n in sizes}, 0.0, curves["dense"], [])
-    prune_layers(model, steps[best[0]])
-    overall = sum(steps[best[0]][n] * sizes[n] for n in sizes) / sum(sizes.values())
-    return SearchResult(steps[best[0]], overall, best[1], path[: best[0] + 1])
+    prune_layers(model, steps[taken - 1])
+    overall = sum(steps[taken - 1][n] * sizes[n] for n in sizes) / sum(sizes.values())
+    return SearchResult(steps[taken - 1], overall, value, path[:taken])
 
 
-def _allocations_along(path, sizes, grid):
-    level, out = {n: 0 for n in sizes}, []
-    for _, name in path:
-        level[name] += 1
-        out.append({n: grid[level[n]] for n in sizes})
+def _allocations_along(path, sizes):
+    """{layer: sparsity} after each step of `path`."""
+    reached, out = {n: 0.0 for n in sizes}, []
+    for name, sparsity in path:
+        reached[name] = sparsity
+        out.append(dict(reached))
     return out
