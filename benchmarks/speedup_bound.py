@@ -25,7 +25,6 @@ if folded into the convolutions (the "frozen" deployment form folds them, roughl
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 

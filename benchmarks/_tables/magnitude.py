@@ -75,7 +75,7 @@ def han2015(src):
     xs = sorted({int(k.split("@")[1][:-1]) for k in d["summary"] if "@" in k})
     paper = d["paper"]
     header = ("", "dense", *(bold(f"{x}x", x == paper["compression"]) for x in xs))
-    rows = [(f"paper (Han et al. 2015)", paper["dense_error"],
+    rows = [("paper (Han et al. 2015)", paper["dense_error"],
              *(bold(paper["pruned_error"], True) if x == paper["compression"] else "" for x in xs))]
     for scope, label in (("global", "prunekit, global"), ("layer", "prunekit, layer-wise")):
         cells = [pm([r[f"{scope}@{x}x"] for r in d["runs"]], unit="") for x in xs]

@@ -1,11 +1,11 @@
 """prunekit: prune PyTorch models and measure, honestly, what the pruning bought."""
 from prunekit.errors import PruneError
-from prunekit.serialization import load, save
-from prunekit.unstructured.magnitude import PruneReport, prune_magnitude
 from prunekit.masks import make_permanent, sparsity
 from prunekit.measure import compare, measure
-from prunekit.unstructured.nm import prune_nm
+from prunekit.serialization import load, save
 from prunekit.structured.prune import StructuredResult, prune_structured
+from prunekit.unstructured.magnitude import PruneReport, prune_magnitude
+from prunekit.unstructured.nm import prune_nm
 
 __version__ = "0.1.0"
 

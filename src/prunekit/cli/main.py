@@ -8,8 +8,17 @@ import logging
 import sys
 import traceback
 
-from prunekit.cli import (compare, data, env, evaluate, export, finetune, prune, search,
-                          sensitivity)
+from prunekit.cli import (
+    compare,
+    data,
+    env,
+    evaluate,
+    export,
+    finetune,
+    prune,
+    search,
+    sensitivity,
+)
 from prunekit.errors import PruneError
 
 COMMANDS = (compare, prune, finetune, evaluate, export, sensitivity, search, data, env)

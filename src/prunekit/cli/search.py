@@ -1,6 +1,13 @@
 """prunekit search: per-layer sparsities (or channel ratios) that meet a cost target, or the
 cheapest model that keeps an accuracy floor; decisions read the validation split only."""
-from prunekit.cli._args import add_dataset, cut, fraction, load_dataset, positive_int, write_json
+from prunekit.cli._args import (
+    add_dataset,
+    cut,
+    fraction,
+    load_dataset,
+    positive_int,
+    write_json,
+)
 from prunekit.errors import PruneError
 
 

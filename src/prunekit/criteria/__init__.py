@@ -45,6 +45,6 @@ def _per_weight(fn):
 
 
 from prunekit.criteria import calibrated as _calibrated  # noqa: E402,F401  (registers the built-ins)
+from prunekit.criteria import elementwise as _elementwise  # noqa: E402,F401
 from prunekit.criteria import group as _group  # noqa: E402,F401
 from prunekit.criteria.group import accumulate, bn_l1_penalty  # noqa: E402,F401
-from prunekit.criteria import elementwise as _elementwise  # noqa: E402,F401

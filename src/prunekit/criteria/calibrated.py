@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from prunekit.errors import PruneError
 from prunekit._utils.modes import eval_mode
 from prunekit.criteria import register_channel
 from prunekit.criteria.group import accumulate, add_to_units, units
+from prunekit.errors import PruneError
 
 
 def _batches(calibration, name):

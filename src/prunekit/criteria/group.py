@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.criteria import register_channel
 from prunekit.errors import PruneError
 from prunekit.masks import raw_tensor
-from prunekit.criteria import register_channel
 
 
 def units(graph) -> np.ndarray:

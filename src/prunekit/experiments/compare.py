@@ -14,18 +14,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from prunekit import data as datasets
-from prunekit.experiments import methods
 from prunekit import zoo
 from prunekit._utils.atomic import atomic_path
 from prunekit._utils.paths import home
 from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError, check_count
-from prunekit.serialization import load, save
+from prunekit.experiments import methods
+from prunekit.experiments.methods.context import Context
 from prunekit.masks import make_permanent
 from prunekit.measure import compare, measure, time_models
-from prunekit.training import lottery
-from prunekit.experiments.methods.context import Context
+from prunekit.serialization import load, save
 from prunekit.train.loop import FitConfig, evaluate, fit
+from prunekit.training import lottery
 
 log = logging.getLogger(__name__)
 

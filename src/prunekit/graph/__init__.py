@@ -12,15 +12,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit._utils.inputs import tensors_of
+from prunekit._utils.modes import eval_mode
 from prunekit.errors import PruneError
-from prunekit.masks import raw_tensor
 from prunekit.graph import layers, ops
 from prunekit.graph.labels import NONE, PIN, UnionFind, keep_mask, removal_table
-from prunekit._utils.modes import eval_mode
 from prunekit.graph.run import attributes_kept, meta_call, watch
 from prunekit.graph.spaces import Space, spaces
-from prunekit._utils.inputs import tensors_of
 from prunekit.graph.trace import Context
+from prunekit.masks import raw_tensor
 from prunekit.surgery.attributes import HEAD_COUNTS, HEAD_WIDTHS
 
 __all__ = ["Graph", "Space", "analyze"]

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from prunekit._utils.inputs import tensors_of
 from prunekit.graph import layers
 from prunekit.graph.labels import NONE, along
-from prunekit._utils.inputs import tensors_of
 
 _UNARY = """relu relu6 leaky_relu elu selu celu gelu silu mish hardswish hardsigmoid hardtanh
 sigmoid tanh softplus softsign tanhshrink threshold logsigmoid dropout dropout1d dropout2d

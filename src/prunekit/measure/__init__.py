@@ -14,8 +14,8 @@ from prunekit.measure.energy import energy_of
 from prunekit.measure.latency import time_models
 from prunekit.measure.macs import layer_stats, totals
 from prunekit.measure.memory import peak_memory
-from prunekit.targets import prunable_modules
 from prunekit.measure.ratios import compare
+from prunekit.targets import prunable_modules
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,13 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from prunekit.serialization import sparse_format
-from prunekit.targets import effective_state, effective_tensors, prunable_modules, prunable_weights, tied_names
+from prunekit.targets import (
+    effective_state,
+    effective_tensors,
+    prunable_modules,
+    prunable_weights,
+    tied_names,
+)
 
 
 def _nonzeros(t: torch.Tensor) -> int:

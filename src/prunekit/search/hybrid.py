@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from prunekit.search.channels import apply_ratios
+from prunekit._utils.inputs import as_inputs
 from prunekit.errors import PruneError
 from prunekit.graph import analyze
-from prunekit.unstructured.magnitude import prune_rest
 from prunekit.masks import sparsity as masks_sparsity
+from prunekit.search.channels import apply_ratios
 from prunekit.targets import prunable_count
-from prunekit._utils.inputs import as_inputs
+from prunekit.unstructured.magnitude import prune_rest
 
 
 @dataclass

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 
 from prunekit import masks
-from prunekit.targets import select_modules
-from prunekit.unstructured.allocate import prune_layers
 from prunekit.errors import PruneError
 from prunekit.search._greedy import SPARSITY_GRID, greedy, last_above
+from prunekit.targets import select_modules
+from prunekit.unstructured.allocate import prune_layers
 from prunekit.unstructured.magnitude import prune_magnitude
 
 GRID = SPARSITY_GRID

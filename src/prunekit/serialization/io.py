@@ -13,12 +13,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from prunekit import masks, surgery
-from prunekit.structured import blocks
-from prunekit.zoo import models as zoo
-from prunekit.targets import effective_state as _effective_state, prunable_modules, tied_names
 from prunekit._utils.atomic import atomic_path
 from prunekit.errors import PruneError
 from prunekit.serialization import sparse_format
+from prunekit.structured import blocks
+from prunekit.targets import effective_state as _effective_state
+from prunekit.targets import prunable_modules, tied_names
+from prunekit.zoo import models as zoo
 
 FORMATS = ("dense", "compressed")
 _MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"

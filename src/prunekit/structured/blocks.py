@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunekit.errors import PruneError
-from prunekit._utils.modes import eval_mode
 from prunekit._utils.inputs import tensors_of
+from prunekit._utils.modes import eval_mode
+from prunekit.errors import PruneError
 from prunekit.graph.trace import op_name
 
 _ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}

@@ -16,18 +16,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from prunekit import surgery
-from prunekit.structured import blocks
-from prunekit.structured.hf_config import sync_config
+from prunekit._utils.inputs import as_inputs, tensors_of
+from prunekit._utils.modes import eval_mode
 from prunekit.criteria import get_channel
 from prunekit.criteria.group import units as unit_order
 from prunekit.errors import PruneError
-from prunekit._utils.inputs import as_inputs, tensors_of
-from prunekit._utils.modes import eval_mode
 from prunekit.graph import analyze
+from prunekit.structured import blocks
 from prunekit.structured.choose import Options, choose_global, choose_layer
+from prunekit.structured.hf_config import sync_config
 from prunekit.structured.removed import record_removed
 from prunekit.structured.repair import apply_checked
 from prunekit.targets import resolve_ignore

@@ -1,7 +1,6 @@
 """res.removed: each step's removed channels written in the model's original indexing."""
 import numpy as np
 
-
 # A layer's input and output channels, as its channel counts see them: over all groups of a
 # grouped conv, whose weight holds one group's inputs only.
 _CHANNEL_COUNTS = {"in_channels": "in", "in_features": "in", "out_channels": "out", "out_features": "out"}

@@ -3,11 +3,11 @@ dims with the prediction; keep the channels of a call that disagrees or is blame
 import torch
 from torch import nn
 
-from prunekit.graph import ops
+from prunekit._utils.inputs import tensors_of
 from prunekit._utils.modes import eval_mode
+from prunekit.graph import ops
 from prunekit.graph.run import attributes_kept, meta_call, watch
 from prunekit.graph.spaces import spaces
-from prunekit._utils.inputs import tensors_of
 
 
 def _matches(graph, event, shapes, removed) -> bool:

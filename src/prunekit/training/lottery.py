@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit import masks
-from prunekit.targets import prunable_modules, select_modules, stored_weight
 from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError, check_count
+from prunekit.targets import prunable_modules, select_modules, stored_weight
 from prunekit.unstructured.magnitude import prune_magnitude
 
 # A masked tensor's state names; no leading "." when the model itself is the masked layer.

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from prunekit import masks
+from prunekit._utils.inputs import as_inputs
 from prunekit.criteria import get_channel
 from prunekit.criteria.group import positions, units
-from prunekit._utils.inputs import as_inputs
 from prunekit.errors import PruneError
 from prunekit.graph import analyze
 from prunekit.masks import raw_tensor
-from prunekit.training.schedules import Schedule
 from prunekit.structured import Options, choose_layer, nothing_to_prune, prune_units
 from prunekit.targets import resolve_ignore
+from prunekit.training.schedules import Schedule
 
 MODES = ("mask", "zero")
 

@@ -13,8 +13,8 @@ import copy
 import torch
 
 from prunekit import masks
-from prunekit.targets import select_modules
 from prunekit.errors import PruneError
+from prunekit.targets import select_modules
 from prunekit.unstructured.magnitude import _check_fraction, prune_magnitude
 
 METHODS = ("uniform", "global", "erk", "lamp")

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import torch
 
 from prunekit import masks
-from prunekit.unstructured import select
-from prunekit.targets import prunable_count, select_modules
 from prunekit.criteria import get_elementwise
 from prunekit.errors import PruneError
+from prunekit.targets import prunable_count, select_modules
+from prunekit.unstructured import select
 
 log = logging.getLogger(__name__)
 

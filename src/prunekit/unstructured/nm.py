@@ -8,9 +8,9 @@ import torch
 from torch.nn.modules.conv import _ConvTransposeNd
 
 from prunekit import masks
-from prunekit.targets import select_modules
 from prunekit.criteria import get_elementwise
 from prunekit.errors import PruneError
+from prunekit.targets import select_modules
 from prunekit.unstructured.magnitude import PruneReport, layer_seed
 from prunekit.unstructured.select import nm_mask
 

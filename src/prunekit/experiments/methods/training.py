@@ -4,19 +4,19 @@ Each gets the same fine-tuning budget the one-shot methods get after pruning (th
 `finetune` config), except the lottery methods, which retrain from the initial weights with
 the dense model's own training config, as the lottery-ticket papers do.
 """
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from prunekit.training import lottery
-from prunekit.unstructured.allocate import prune_allocated
-from prunekit.training.dynamic import DynamicSparsity
 from prunekit.errors import PruneError
-from prunekit.unstructured.magnitude import prune_magnitude
-from prunekit.experiments.methods.context import Context, need
+from prunekit.experiments.methods.context import need
 from prunekit.experiments.methods.oneshot import channel_ratio_for
 from prunekit.experiments.methods.registry import register
+from prunekit.train.loop import fit
+from prunekit.training import lottery
+from prunekit.training.dynamic import DynamicSparsity
 from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
 from prunekit.training.soft import SoftChannelPruner
-from prunekit.train.loop import FitConfig, evaluate, fit
+from prunekit.unstructured.allocate import prune_allocated
+from prunekit.unstructured.magnitude import prune_magnitude
 
 ROUNDS = 3  # iterative and lottery: prune in 3 rounds of equal compression
 
