@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from prunekit._utils.validate import compile_patterns
 from prunekit.errors import PruneError
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
@@ -49,20 +50,6 @@ def prunable_count(model: nn.Module) -> int:
     return sum(m.weight.numel() for _, m in prunable_weights(model))
 
 
-def _compile(patterns, what):
-    if patterns is None:
-        return []
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except (re.error, TypeError) as err:
-            raise PruneError(f"{what} pattern {pattern!r} is not a valid regex: {err}") from None
-    return compiled
-
-
 def select_modules(model: nn.Module, include=None, exclude=None, types=PRUNABLE_TYPES):
     """[(name, module)] of `types` whose name matches an include regex and no exclude regex."""
     if not isinstance(model, nn.Module):
@@ -71,7 +58,7 @@ def select_modules(model: nn.Module, include=None, exclude=None, types=PRUNABLE_
     if not candidates:
         raise PruneError(f"{type(model).__name__} has nothing to prune: no "
                          f"{'/'.join(t.__name__ for t in types)} layers")
-    includes, excludes = _compile(include, "include"), _compile(exclude, "exclude")
+    includes, excludes = compile_patterns(include, "include"), compile_patterns(exclude, "exclude")
     for pattern in includes + excludes:
         if not any(pattern.search(n) for n, _ in candidates):
             names = ", ".join(n for n, _ in candidates[:8]) + (", ..." if len(candidates) > 8 else "")
@@ -156,10 +143,7 @@ def resolve_ignore(model, ignore) -> set:
         if not isinstance(item, (str, nn.Module)):
             raise PruneError(f"ignore entries must be module names, regexes or modules, got {item!r}")
         if isinstance(item, str):
-            try:
-                re.compile(item)
-            except re.error:
-                raise PruneError(f"ignore entry {item!r} is not a valid regex") from None
+            compile_patterns(item, "ignore entry")
     names, matched = set(), set()
     for name, module in model.named_modules():
         for index, item in enumerate(items):

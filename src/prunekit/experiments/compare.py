@@ -18,7 +18,8 @@ from prunekit import zoo
 from prunekit._utils.atomic import atomic_path
 from prunekit._utils.paths import home
 from prunekit._utils.seeding import seeded
-from prunekit.errors import PruneError, check_count
+from prunekit._utils.validate import check_count, check_range
+from prunekit.errors import PruneError
 from prunekit.experiments import methods
 from prunekit.experiments.methods.context import Context
 from prunekit.masks import make_permanent
@@ -63,8 +64,7 @@ def validate(config: CompareConfig):
     for name in config.methods:
         methods.get(name)
     for s in config.sparsities:
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
-            raise PruneError(f"sparsity {s!r} must be a number in (0, 1)")
+        check_range("sparsity", s, 0, 1, "()")
     if config.model and config.model not in zoo.MODELS:
         zoo.build(config.model)  # raises the one-line error listing models
     if config.epochs < 1 or config.finetune_epochs < 0:

@@ -6,7 +6,7 @@ import logging
 from torch import nn
 
 from prunekit._utils.inputs import as_inputs
-from prunekit.errors import check_count
+from prunekit._utils.validate import check_count
 from prunekit.measure import _run
 from prunekit.measure.accuracy import top1
 from prunekit.measure.counts import count_params, sizes

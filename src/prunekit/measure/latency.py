@@ -8,7 +8,8 @@ import time
 from torch import nn
 
 from prunekit._utils.inputs import as_inputs
-from prunekit.errors import PruneError, check_count
+from prunekit._utils.validate import check_count
+from prunekit.errors import PruneError
 from prunekit.measure import _run
 
 log = logging.getLogger(__name__)

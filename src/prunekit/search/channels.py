@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from prunekit._utils.inputs import as_inputs
+from prunekit._utils.validate import check_range
 from prunekit.errors import PruneError
 from prunekit.measure import latency
 from prunekit.measure.macs import layer_stats, totals
@@ -123,8 +124,7 @@ def _measured(model, example_inputs, ratios, kept, options):
 def _check(cost, value, what, low_open=True):
     if cost not in COSTS:
         raise PruneError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1 if low_open else 0 < value <= 1):
-        raise PruneError(f"{what} must be a number in (0, 1{')' if low_open else ']'}, got {value!r}")
+    check_range(what, value, 0, 1, "()" if low_open else "(]")
 
 
 def search_channels(model, example_inputs, evaluate, target, *, cost="macs", curves=None, grid=GRID,

@@ -9,8 +9,6 @@ choice is made again. A failure restores the model.
 """
 import copy
 import logging
-import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +18,7 @@ from torch import nn
 from prunekit import surgery
 from prunekit._utils.inputs import as_inputs, tensors_of
 from prunekit._utils.modes import eval_mode
+from prunekit._utils.validate import check_count, check_range, compile_patterns
 from prunekit.criteria import get_channel
 from prunekit.criteria.group import units as unit_order
 from prunekit.errors import PruneError
@@ -46,31 +45,20 @@ class StructuredResult:
     blocks: list = field(default_factory=list)      # granularity "layer": the removed blocks
 
 
-def _check_ratio(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value < 1:
-        raise PruneError(f"{what} must be a number in [0, 1), got {value!r}")
-
-
 def _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps):
-    _check_ratio(ratio, "ratio")
+    check_range("ratio", ratio, 0, 1, "[)")
     if granularity not in GRANULARITIES:
         raise PruneError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if scope not in ("layer", "global"):
         raise PruneError(f"scope must be 'layer' or 'global', got {scope!r}")
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise PruneError(f"round_to must be a positive int, got {round_to!r}")
-    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0 < max_ratio <= 1:
-        raise PruneError(f"max_ratio must be a number in (0, 1], got {max_ratio!r}")
+    check_count("round_to", round_to, 1)
+    check_range("max_ratio", max_ratio, 0, 1, "(]")
     if not isinstance(overrides, dict):
         raise PruneError(f"overrides must be a dict {{module regex: ratio}}, got {type(overrides).__name__}")
     for pattern, value in overrides.items():
-        try:
-            re.compile(pattern)
-        except (re.error, TypeError):
-            raise PruneError(f"overrides key {pattern!r} is not a valid regex") from None
-        _check_ratio(value, f"overrides[{pattern!r}]")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise PruneError(f"steps must be a positive int, got {steps!r}")
+        compile_patterns(pattern, "overrides key")
+        check_range(f"overrides[{pattern!r}]", value, 0, 1, "[)")
+    check_count("steps", steps, 1)
 
 
 def param_count(model) -> int:

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit import masks
-from prunekit.errors import PruneError, check_count
+from prunekit._utils.validate import check_count, check_range
+from prunekit.errors import PruneError
 
 MODES = ("rigl", "set")
 
@@ -26,8 +27,7 @@ class DynamicSparsity:
                  loss_fn=nn.functional.cross_entropy, seed=0):
         if mode not in MODES:
             raise PruneError(f"dynamic sparsity mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise PruneError(f"regrowth fraction must be in (0, 1), got {fraction!r}")
+        check_range("regrowth fraction", fraction, 0, 1, "()")
         check_count("every", every, 1)
         self.layers = [(n, m) for n, m, t in masks.masked_modules(model) if t == "weight"]
         if not self.layers:

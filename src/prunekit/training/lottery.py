@@ -17,7 +17,8 @@ from torch.nn.utils import parametrize
 
 from prunekit import masks
 from prunekit._utils.seeding import seeded
-from prunekit.errors import PruneError, check_count
+from prunekit._utils.validate import check_count, check_range
+from prunekit.errors import PruneError
 from prunekit.targets import prunable_modules, select_modules, stored_weight
 from prunekit.unstructured.magnitude import prune_magnitude
 
@@ -96,8 +97,7 @@ def find_ticket(model, train, *, rounds, rate=0.2, rewind_to=0, initial=None, ov
 
 
 def _validate(rounds, rate, rewind_to, initial):
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-        raise PruneError(f"rate must be in (0, 1), got {rate!r}")
+    check_range("rate", rate, 0, 1, "()")
     check_count("rounds", rounds, 1)
     if initial is not None and rewind_to:
         raise PruneError("rewind_to needs the first training run: give a model at its initial weights, not initial=")

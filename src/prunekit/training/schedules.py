@@ -11,7 +11,8 @@ which prunes fast while many weights are redundant and slowly near the target.
 import math
 from dataclasses import dataclass
 
-from prunekit.errors import PruneError, check_count
+from prunekit._utils.validate import check_count, check_range
+from prunekit.errors import PruneError
 from prunekit.unstructured.magnitude import prune_magnitude
 
 KINDS = ("constant", "linear", "cubic")
@@ -30,9 +31,7 @@ class Schedule:
         if self.kind not in KINDS:
             raise PruneError(f"schedule kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         for name in ("initial", "final"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise PruneError(f"schedule {name} sparsity must be in [0, 1), got {value!r}")
+            check_range(f"schedule {name} sparsity", getattr(self, name), 0, 1, "[)")
         check_count("schedule every", self.every, 1)
         if not (isinstance(self.begin, int) and isinstance(self.end, int) and 0 <= self.begin <= self.end):
             raise PruneError(f"schedule needs 0 <= begin <= end (ints), got begin={self.begin!r}, end={self.end!r}")

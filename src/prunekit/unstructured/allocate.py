@@ -13,9 +13,10 @@ import copy
 import torch
 
 from prunekit import masks
+from prunekit._utils.validate import check_range
 from prunekit.errors import PruneError
 from prunekit.targets import select_modules
-from prunekit.unstructured.magnitude import _check_fraction, prune_magnitude
+from prunekit.unstructured.magnitude import prune_magnitude
 
 METHODS = ("uniform", "global", "erk", "lamp")
 
@@ -59,7 +60,7 @@ def layer_sparsities(model, sparsity, method="erk", *, include=None, exclude=Non
     changed: global and lamp are computed on a copy)."""
     if method not in METHODS:
         raise PruneError(f"allocation must be one of {', '.join(METHODS)}, got {method!r}")
-    sparsity = _check_fraction(sparsity, "sparsity")
+    sparsity = check_range("sparsity", sparsity, 0, 1)
     chosen = select_modules(model, include, exclude)
     if method == "uniform":
         return {name: float(sparsity) for name, _ in chosen}

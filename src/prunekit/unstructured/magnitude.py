@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prunekit import masks
+from prunekit._utils.validate import check_range
 from prunekit.criteria import get_elementwise
 from prunekit.errors import PruneError
 from prunekit.targets import prunable_count, select_modules
@@ -23,13 +24,6 @@ class PruneReport:
     total: int
     layers: dict = field(default_factory=dict)  # name -> {"params", "zeros", "sparsity"}
     skipped: list = field(default_factory=list)  # selected layers left unpruned, and why in the log
-
-
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-            or not 0.0 <= value <= 1.0:
-        raise PruneError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 # Random scores are drawn in fixed blocks of this many weights, whatever select.CHUNK is;
@@ -129,7 +123,7 @@ def prune_magnitude(model, sparsity=None, *, threshold=None, scope="global", cri
     if (sparsity is None) == (threshold is None):
         raise PruneError("give exactly one of sparsity= (a fraction) or threshold= (a score)")
     if sparsity is not None:
-        sparsity = _check_fraction(sparsity, "sparsity")
+        sparsity = check_range("sparsity", sparsity, 0, 1)
     elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise PruneError(f"threshold must be a finite number, got {threshold!r}")
     if scope not in ("global", "layer"):

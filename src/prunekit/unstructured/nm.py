@@ -8,6 +8,7 @@ import torch
 from torch.nn.modules.conv import _ConvTransposeNd
 
 from prunekit import masks
+from prunekit._utils.validate import check_count
 from prunekit.criteria import get_elementwise
 from prunekit.errors import PruneError
 from prunekit.targets import select_modules
@@ -19,8 +20,7 @@ log = logging.getLogger(__name__)
 
 def _check(n, m):
     for name, value in (("n", n), ("m", m)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PruneError(f"{name} must be a positive int, got {value!r}")
+        check_count(name, value, 1)
     if n >= m:
         raise PruneError(f"N:M needs n < m (n of every m weights kept), got {n}:{m}")
 
