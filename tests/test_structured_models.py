@@ -1,0 +1,107 @@
+"""Failure classes found by running timm's and Hugging Face's models (benchmarks/
+structured_coverage.py --suite timm), each on a small model built here: tensors made on the
+CPU inside forward, a submodule shared by two blocks, a ViT's patch embedding, wrappers with
+read-only channel properties, rms_norm, unfold and fold."""
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import prunekit as pk
+from prunekit import surgery
+from structured_helpers import dead_copy
+
+
+def _same_as_dead(model, original, res, x):
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), dead_copy(original, res.removed)(x))
+
+
+def _pruned(model, x, ratio=0.5):
+    """Prune `model`; returns (result, its original copy) after checking it shrank."""
+    torch.manual_seed(0)
+    original = copy.deepcopy(model)
+    res = pk.prune_structured(model, x, ratio=ratio)
+    assert res.params_after < res.params_before
+    return res, original
+
+
+# -- forwards that make tensors on the CPU, not from their inputs ---------------------------
+
+class TwoConvs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1)
+
+    def body(self, y):
+        return y
+
+    def forward(self, x):
+        return self.b(F.relu(self.body(self.a(x))))
+
+
+class AddsArange(TwoConvs):
+    def body(self, y):
+        return y + torch.arange(y.shape[-1]).float()  # no device=: made on the CPU
+
+
+class MultipliesByCpuMask(TwoConvs):
+    def body(self, y):
+        return y * torch.ones(y.shape[-2], y.shape[-1]).tril()
+
+
+class ScalesByCpuBuffer(TwoConvs):
+    """An in-place write of a value computed from the input into a CPU tensor: meta tensors
+    cannot follow it, so the trace runs on the real inputs."""
+
+    def forward(self, x):
+        scale = torch.ones(x.shape[0], 1, 1, 1)
+        scale.mul_(x.abs().mean((1, 2, 3), keepdim=True))
+        return self.b(F.relu(self.a(x) * scale))
+
+
+@pytest.mark.parametrize("cls", [AddsArange, MultipliesByCpuMask, ScalesByCpuBuffer])
+def test_forward_making_cpu_tensors_prunes(cls):
+    model, x = cls().eval(), torch.randn(2, 3, 8, 8)
+    res, original = _pruned(model, x)
+    assert model.a.out_channels == 8
+    _same_as_dead(model, original, res, x)
+
+
+def test_a_trace_meta_tensors_cannot_follow_is_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="prunekit"):
+        _pruned(ScalesByCpuBuffer().eval(), torch.randn(2, 3, 8, 8))
+    assert any("tracing on the inputs' device instead" in r.getMessage() for r in caplog.records)
+
+
+class Block(nn.Module):
+    def __init__(self, shared):
+        super().__init__()
+        self.shared, self.fc = shared, nn.Linear(16, 16)
+
+    def forward(self, x):
+        return x + self.fc(F.relu(self.shared(x)))
+
+
+class SharedSubmodule(nn.Module):
+    """One position encoding registered at the top and inside every block (timm's CoaT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.pos = nn.Linear(8, 16), nn.Linear(16, 16)
+        self.blocks = nn.Sequential(Block(self.pos), Block(self.pos))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+def test_a_submodule_shared_by_two_blocks_keeps_real_weights():
+    model, x = SharedSubmodule().eval(), torch.randn(4, 8)
+    res, original = _pruned(model, x)
+    assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    assert model.pos.out_features < 16 and model.blocks[0].shared is model.pos
+    _same_as_dead(model, original, res, x)
