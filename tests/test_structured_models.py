@@ -105,3 +105,17 @@ def test_a_submodule_shared_by_two_blocks_keeps_real_weights():
     assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
     assert model.pos.out_features < 16 and model.blocks[0].shared is model.pos
     _same_as_dead(model, original, res, x)
+
+
+# -- Hugging Face ViT: a patch embedding, not an Embedding -----------------------------------
+
+def test_hf_vit_prunes_and_its_config_follows_the_patch_embedding():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64, num_labels=5)
+    torch.manual_seed(0)
+    model, x = transformers.ViTForImageClassification(config).eval(), torch.randn(2, 3, 32, 32)
+    _pruned(model, x)
+    projection = model.get_input_embeddings().projection
+    assert model.config.hidden_size == projection.out_channels < 32
+    assert model(x).logits.shape == (2, 5)
