@@ -119,3 +119,46 @@ def test_hf_vit_prunes_and_its_config_follows_the_patch_embedding():
     projection = model.get_input_embeddings().projection
     assert model.config.hidden_size == projection.out_channels < 32
     assert model(x).logits.shape == (2, 5)
+
+
+# -- wrappers whose channel counts are read-only properties (timm's ConvNormAct) -------------
+
+class Wrapped(nn.Module):
+    """A conv whose in/out channels are properties reading its child, as in timm.layers."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+
+    @property
+    def in_channels(self):
+        return self.conv.in_channels
+
+    @property
+    def out_channels(self):
+        return self.conv.out_channels
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class WrappedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = Wrapped(3, 16), Wrapped(16, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.b(self.a(x)).mean((2, 3)))
+
+
+def test_read_only_channel_properties_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    model, x = WrappedNet().eval(), torch.randn(2, 3, 8, 8)
+    _pruned(model, x)
+    assert model.a.out_channels == model.a.conv.out_channels == 8
+    pk.save(model, tmp_path / "m.safetensors")
+    loaded = pk.load(tmp_path / "m.safetensors", model=WrappedNet().eval())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    # a file saved before such properties were left out holds them: they are not set
+    surgery.apply(model, surgery.Cuts({}, {("a", "in_channels"): 3}))
