@@ -162,3 +162,47 @@ def test_read_only_channel_properties_save_and_load(tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
     # a file saved before such properties were left out holds them: they are not set
     surgery.apply(model, surgery.Cuts({}, {("a", "in_channels"): 3}))
+
+
+# -- rms_norm ------------------------------------------------------------------------------
+
+class RmsNorm(nn.Module):
+    """timm's RmsNorm: F.rms_norm with its own normalized_shape."""
+
+    def __init__(self, width, fixed_shape=None):
+        super().__init__()
+        self.normalized_shape, self.fixed_shape = (width,), fixed_shape
+        self.weight = nn.Parameter(torch.rand(width) + 0.5)
+
+    def forward(self, x):
+        return F.rms_norm(x, self.fixed_shape or self.normalized_shape, self.weight, 1e-6)
+
+
+class RmsNet(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(8, 32), norm, nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.b(self.norm(self.a(x)))
+
+
+@pytest.mark.parametrize("norm", [lambda: RmsNorm(32), lambda: nn.RMSNorm(32, eps=1e-6)])
+def test_rms_norm_slices_its_weight_and_is_recomputed_over_kept_channels(norm):
+    torch.manual_seed(0)
+    model, x = RmsNet(norm()).eval(), torch.randn(4, 8)
+    res, original = _pruned(model, x)
+    kept = [c for c in range(32) if c not in res.removed["a"]["out"]]
+    assert model.norm.weight.shape == (16,) and tuple(model.norm.normalized_shape) == (16,)
+    with torch.no_grad():
+        y = original.a(x)[:, kept]
+        expected = original.b.weight[:, kept] @ F.rms_norm(y, (16,), original.norm.weight[kept], 1e-6).T
+        torch.testing.assert_close(model(x), expected.T + original.b.bias)
+
+
+def test_rms_norm_with_a_fixed_shape_keeps_its_channels():
+    model = RmsNet(RmsNorm(32, fixed_shape=(32,))).eval()
+    before = copy.deepcopy(model.state_dict())
+    res = pk.prune_structured(model, torch.randn(4, 8), ratio=0.5)
+    assert res.removed == {} and res.kept_fixed == ["rms_norm in norm"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
