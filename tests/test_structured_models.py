@@ -206,3 +206,59 @@ def test_rms_norm_with_a_fixed_shape_keeps_its_channels():
     res = pk.prune_structured(model, torch.randn(4, 8), ratio=0.5)
     assert res.removed == {} and res.kept_fixed == ["rms_norm in norm"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+# -- unfold and fold -----------------------------------------------------------------------
+
+class Unfolded(nn.Module):
+    """Token-to-token style: im2col rows (channel x 2x2 window) feed a Linear."""
+
+    def __init__(self, padding=0):
+        super().__init__()
+        self.a, self.unfold = nn.Conv2d(3, 8, 3, padding=1), nn.Unfold(2, padding=padding, stride=2)
+        self.b = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.b(self.unfold(F.relu(self.a(x))).transpose(1, 2)).mean(1)
+
+
+class Folded(nn.Module):
+    """Outlook-attention style: unfold, weigh the window positions, fold back."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.mix = nn.Parameter(torch.rand(4, 1) + 0.5)  # one weight per window position
+
+    def forward(self, x):
+        cols = F.unfold(F.relu(self.a(x)), 2, stride=2)  # (N, 8*4, L)
+        n, _, length = cols.shape
+        cols = (cols.view(n, -1, 4, length) * self.mix).view(n, -1, length)
+        return self.b(F.fold(cols, x.shape[-2:], 2, stride=2))
+
+
+class TensorUnfolded(TwoConvs):
+    """HaloNet style: x.unfold(dim, size, step) over a spatial dim."""
+
+    def body(self, y):
+        return y.unfold(3, 2, 2).mean(-1)
+
+
+@pytest.mark.parametrize("model", [lambda: Unfolded(), lambda: Unfolded(padding=1), lambda: Folded(),
+                                   lambda: TensorUnfolded()])
+def test_unfold_and_fold_move_rows_with_their_channel(model):
+    torch.manual_seed(0)
+    model, x = model().eval(), torch.randn(2, 3, 8, 8)
+    res, original = _pruned(model, x)
+    assert model.a.out_channels == original.a.out_channels // 2
+    _same_as_dead(model, original, res, x)
+
+
+class UnfoldsChannels(TwoConvs):
+    def body(self, y):
+        return y.unfold(1, 4, 4).permute(0, 1, 4, 2, 3).flatten(1, 2)  # (N, 16, H, W) again
+
+
+def test_windows_over_channels_keep_them():
+    with pytest.raises(pk.PruneError, match="no prunable channels"):
+        pk.prune_structured(UnfoldsChannels().eval(), torch.randn(2, 3, 8, 8), ratio=0.5)

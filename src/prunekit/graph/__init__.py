@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import PruneError
 from ..masks import raw_tensor
-from . import layers, ops
+from . import layers, ops, windows  # noqa: F401  (windows adds its rules to ops.RULES)
 from .labels import NONE, PIN, UnionFind, keep_mask, removal_table
 from .run import attributes_kept, eval_mode, meta_call, watch
 from .spaces import Space, spaces
