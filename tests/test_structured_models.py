@@ -262,3 +262,32 @@ class UnfoldsChannels(TwoConvs):
 def test_windows_over_channels_keep_them():
     with pytest.raises(pk.PruneError, match="no prunable channels"):
         pk.prune_structured(UnfoldsChannels().eval(), torch.randn(2, 3, 8, 8), ratio=0.5)
+
+
+# -- a layer whose every channel scores lowest in its space ----------------------------------
+
+class CatResidual(nn.Module):
+    """Inception-ResNet's reduction block: a conv branch concatenated with the stream it
+    branches from, then residual blocks on the concatenation; the branch scores lowest."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.branch = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 3, padding=1)
+        self.body, self.head = nn.Conv2d(12, 12, 1), nn.Conv2d(12, 5, 1)
+        with torch.no_grad():
+            for weight in (self.branch.weight, self.body.weight[:4], self.body.weight[:, :4],
+                           self.head.weight[:, :4]):
+                weight.mul_(0.01)
+
+    def forward(self, x):
+        y = F.relu(self.stem(x))
+        z = torch.cat([F.relu(self.branch(y)), y], 1)
+        return self.head(z + self.body(z))
+
+
+def test_a_layer_keeps_one_channel_when_all_of_its_channels_score_lowest():
+    torch.manual_seed(0)
+    model, x = CatResidual().eval(), torch.randn(2, 3, 8, 8)
+    res, original = _pruned(model, x)
+    assert model.branch.out_channels == 1 and model.stem.out_channels == 6  # one of 12 more stays
+    _same_as_dead(model, original, res, x)

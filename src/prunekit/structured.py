@@ -22,6 +22,7 @@ from .criteria import get_channel
 from .criteria.group import units as unit_order
 from .errors import PruneError
 from .graph import analyze, check, eval_mode, pin_event
+from .graph.labels import NONE
 from .graph.trace import tensors_of
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,19 @@ def _choose_global(graph, score_of, first_counts, progress, options):
             units = units[: len(units) - (options.round_to - surplus) % options.round_to] if surplus else units
         removed += units
     return set(removed)
+
+
+def _keep_one_per_layer(graph, removed, score_of):
+    """Where the choice takes every channel a layer makes or reads (an inception branch whose
+    weights all score below its siblings' in the concatenated stream), its best-scored unit
+    stays: a layer of width 0 cannot run."""
+    for s in graph.slices:
+        if s.role == "follow" or not removed:
+            continue
+        roots = np.unique(graph.uf.find(s.labels[s.labels != NONE])).tolist()
+        if roots and all(r in removed for r in roots):
+            removed.discard(max(roots, key=lambda r: score_of.get(r, 0.0)))
+    return removed
 
 
 def _apply_checked(model, inputs, graph, choose, kept_fixed):
@@ -362,6 +376,7 @@ def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibrat
         progress = step / steps
         removed, plan = _apply_checked(
             model, inputs, graph,
-            lambda g: chooser(g, score_of, first_counts, progress, options), result.kept_fixed)
+            lambda g: _keep_one_per_layer(g, chooser(g, score_of, first_counts, progress, options), score_of),
+            result.kept_fixed)
         if plan is not None:
             _record_removed(graph, removed, plan, origin, result.removed)
