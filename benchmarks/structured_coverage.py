@@ -52,14 +52,14 @@ does, and timm attention's head_dim = qkv.out_features // (3 num_heads) as its t
 import argparse
 import copy
 import json
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import _coverage_timm as timm_suite
+from _coverage_report import print_row, summary
+from _coverage_run import _mem_total, _parse_size, run_tool
 
 TOOLS = ("prunekit", "torch_pruning")
 # Torch-Pruning's torchvision examples (examples/torchvision_models/torchvision_pruning.py,
@@ -344,112 +344,6 @@ def child(name, task, tool, ratios, out_path, threads):
 
 # ---------------------------------------------------------------- parent
 
-def _parse_size(text):
-    units = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}  # for --max-params and --max-rss
-    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
-
-
-def _rss(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _mem_total():
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def run_tool(name, task, tool, ratios, timeout, threads, max_rss):
-    """Records of one (model, tool) child; ratios it did not finish get 'timeout' or an error.
-    The child is killed past timeout x ratios seconds or max_rss bytes resident."""
-    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out, tempfile.TemporaryFile("w+") as err:
-        cmd = [sys.executable, __file__, "--child", name, task, tool, ",".join(map(str, ratios)),
-               out.name, str(threads or 0)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        limit = timeout * len(ratios)
-        deadline = time.monotonic() + limit
-        failure = None
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                failure = ("timeout", f"timeout after {limit:.0f} s")
-            elif max_rss and _rss(proc.pid) > max_rss:
-                failure = ("error", f"memory: over {max_rss / 2**30:.1f} GiB resident, killed")
-            if failure:
-                proc.kill()
-                break
-            time.sleep(0.2)
-        code = proc.wait()
-        if failure is None and code:
-            err.seek(0)
-            tail = (err.read().strip().splitlines() or [""])[-1]
-            failure = ("error", f"crash (exit {code}): {tail[:300]}")
-        records = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line]
-    done = {r["ratio"] for r in records}
-    for ratio in ratios:
-        if ratio not in done:
-            status, error = failure or ("error", "no result")
-            records.append({"model": name, "task": task, "tool": tool, "ratio": ratio,
-                            "status": status, "error": error, "seconds": None})
-    return records
-
-
-def _cell(record):
-    if record is None:
-        return "-"
-    if record["status"] == "ok":
-        return "ok"
-    return record["status"] if record["status"] != "error" else f"ERR {record['error']}"
-
-
-def _ratio(record, key):
-    before, after = record.get(f"{key}_before"), record.get(f"{key}_after")
-    return f"{after / before:.2f}" if before and after is not None else "-"
-
-
-def _secs(record):
-    return f"{record['seconds']:.1f}" if record and record.get("seconds") is not None else "-"
-
-
-def print_row(name, ratio, by_tool):
-    pk, tp = by_tool.get("prunekit"), by_tool.get("torch_pruning")
-    print(f"{name:>38} {ratio:>5} | {_ratio(pk or {}, 'params'):>5} {_ratio(pk or {}, 'macs'):>5} "
-          f"{_secs(pk):>6} | {_ratio(tp or {}, 'params'):>5} {_ratio(tp or {}, 'macs'):>5} "
-          f"{_secs(tp):>6} | pk: {_cell(pk)[:70]} | tp: {_cell(tp)[:70]}", flush=True)
-
-
-STATUSES = ("ok", "error", "no reduction", "timeout")
-
-
-def summary(records, tools, ratios):
-    """Per ratio and tool: models pruned correctly out of those tried (a model whose dense
-    forward fails is skipped, not tried), and the count of each status."""
-    skipped = sorted({r["model"] for r in records if r["status"] == "skipped"})
-    models = sorted({r["model"] for r in records} - set(skipped))
-    status = {(r["model"], r["tool"], r["ratio"]): r["status"] for r in records}
-    lines = []
-    names = {"prunekit": "prunekit", "torch_pruning": "Torch-Pruning"}
-    for ratio in ratios:
-        parts = []
-        for t in tools:
-            got = [status.get((m, t, ratio)) for m in models]
-            counts = ", ".join(f"{s} {got.count(s)}" for s in STATUSES)
-            parts.append(f"{names[t]}: {got.count('ok')}/{len(models)} ({counts})")
-        lines.append(f"ratio {ratio}: " + "; ".join(parts) + " models pruned correctly")
-    parts = [f"{names[t]}: {sum(all(status.get((m, t, q)) == 'ok' for q in ratios) for m in models)}"
-             f"/{len(models)}" for t in tools]
-    lines.append("all ratios: " + "; ".join(parts) + " models pruned correctly")
-    if skipped:
-        lines.append(f"skipped (dense model does not run on the input given): {', '.join(skipped)}")
-    return lines
-
-
 def select_models(args, parser):
     """({name: task} to run, {name or timm module: why skipped}, {timm name: timm module})."""
     suites = ("torchvision", "timm") if args.suite == "all" else (args.suite,)
@@ -513,7 +407,7 @@ def main():
     for name, task in tasks.items():
         mine = []
         for tool in tools:
-            mine += run_tool(name, task, tool, ratios, args.timeout, args.threads, max_rss)
+            mine += run_tool(__file__, name, task, tool, ratios, args.timeout, args.threads, max_rss)
         records += mine
         for ratio in ratios:
             print_row(name, ratio, {r["tool"]: r for r in mine if r["ratio"] == ratio})
