@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 import prunekit as pk
-from prunekit import data, zoo
-from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
-from prunekit.train import FitConfig, evaluate, fit
 from _stats import mean_std
+from prunekit import data, zoo
+from prunekit.train import FitConfig, evaluate, fit
+from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
 
 SPARSITIES = (0.95, 0.98)
 # (dense lr, fine-tuning lr): LeNet-5 diverges to NaN at LeNet-300-100's 0.1

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 import prunekit as pk
+from _stats import mean_std
 from prunekit import data, zoo
 from prunekit.train import FitConfig, evaluate, fit
-from _stats import mean_std
 
 COMPRESSIONS = (2, 4, 8, 12, 16, 32)
 # Picked from a small sweep (lr 0.01/0.02/0.05/0.1, batch 64/128, weight decay 0/1e-4/5e-4).

@@ -26,10 +26,10 @@ import torch
 from torch.nn import functional as F
 
 import prunekit as pk
-from prunekit import data, zoo
 from _stats import summarize
-from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
+from prunekit import data, zoo
 from prunekit.train import evaluate, student_loss
+from prunekit.training.schedules import GradualPruner, Schedule, steps_per_epoch
 
 BATCH = 128
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from prunekit import data, zoo
-from prunekit.training import lottery
-from prunekit.train import FitConfig, evaluate, fit
 from _stats import mean_std
+from prunekit import data, zoo
+from prunekit.train import FitConfig, evaluate, fit
+from prunekit.training import lottery
 
 PAPER = {"mnist1d": {"dense": 65.0, "ticket_91": (72.0, 75.0), "random_91": 61.0},
          "lenet300": "tickets at 21 % and 13.5 % of weights match or beat dense, beat reinit"}

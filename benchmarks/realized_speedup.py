@@ -150,6 +150,7 @@ def deployed(model, x, form, threads):
 
 def _onnx_bytes(model, x):
     import io
+
     import torch
     buffer = io.BytesIO()
     torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, input_names=["x"], opset_version=17)

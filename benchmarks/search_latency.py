@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from _stats import summarize
 from prunekit import data, zoo
-from prunekit.search import channels as channel_search
 from prunekit.measure.latency import time_models
+from prunekit.search import channels as channel_search
 from prunekit.structured import channel_spaces
 from prunekit.train import FitConfig, evaluate, fit
-from _stats import summarize
 
 
 def run_seed(dataset, seed, args):

@@ -41,12 +41,12 @@ from pathlib import Path
 import torch
 
 import prunekit as pk
+from _stats import mean_std, summarize
 from prunekit import data, zoo
+from prunekit.measure.macs import layer_stats, totals
 from prunekit.search import channels as channel_search
 from prunekit.search import layerwise as search
-from prunekit.measure.macs import layer_stats, totals
 from prunekit.train import FitConfig, evaluate, fit, recalibrate_batchnorm
-from _stats import mean_std, summarize
 
 
 def macs_kept(model, x):

@@ -60,12 +60,12 @@ import torch
 from torch import nn
 
 import prunekit as pk
+from _stats import mean_std as stats
 from prunekit import data
 from prunekit.criteria import bn_l1_penalty
+from prunekit.train import evaluate, student_loss
 from prunekit.training.schedules import Schedule, steps_per_epoch
 from prunekit.training.soft import SoftChannelPruner
-from prunekit.train import evaluate, student_loss
-from _stats import mean_std as stats
 
 PAPER = {"dense_error": 1.43, "slimmed_error": 1.49, "arch": "784-100-60-10", "param_reduction": 84.0}
 TARGET = (100, 60)

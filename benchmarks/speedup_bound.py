@@ -35,7 +35,6 @@ import prunekit as pk
 from prunekit.measure.macs import layer_stats, totals
 from realized_speedup import build
 
-
 FOLDABLE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Identity, nn.Dropout)
 
 

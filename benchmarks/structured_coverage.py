@@ -1,4 +1,4 @@
-"""Structured-pruning coverage: prunekit vs Torch-Pruning 1.6.1 on every torchvision model.
+"""Structured-pruning coverage: prunekit vs Torch-Pruning 1.6.1 on torchvision and timm models.
 
 Models: every classification model in `torchvision.models.list_models(module=torchvision.models)`,
 plus every detection and segmentation model (`torchvision.models.detection` / `.segmentation`),
@@ -10,6 +10,13 @@ only takes tensors), RCNN score_thresh set to 0 so the box/mask/keypoint heads r
 googlenet and inception_v3 are built with aux_logits=False (as Torch-Pruning's examples do):
 their aux heads only run in train mode, so neither tool's eval-mode trace would see them.
 
+timm (--suite timm; benchmarks/_coverage_timm.py): one model of every module in
+timm.list_modules() (timm 1.0.31): the one with the fewest parameters at its default configuration
+(counted on the meta device; ties by name), named "timm/<name>", pretrained=False, eval mode,
+torch.manual_seed(0); input 1x3xHxW at its pretrained_cfg["input_size"] (train check: a batch of 2).
+A model whose dense forward or train-mode forward fails on that input is "skipped" with the reason
+(it needs inputs the benchmark cannot give); one over --max-params is listed as skipped too.
+
 For each model, ratio and tool, a fresh copy is pruned; the tool "prunes correctly" when:
   1. the pruning call does not raise;
   2. the pruned model runs forward in eval mode on the example input and its outputs have the
@@ -19,7 +26,8 @@ For each model, ratio and tool, a fresh copy is pruned; the tool "prunes correct
   4. it has fewer parameters AND fewer MACs than the dense model (MACs:
      prunekit.measure.macs, Conv/Linear layers only; `flop_macs` in the JSON is a second count
      from torch.utils.flop_counter, which also sees attention matmuls and MHA's in_proj).
-Status per tool: "ok", "error" (message: "<stage>: <first line>"), "no reduction" or "timeout".
+Status per tool: "ok", "error" (message: "<stage>: <first line>"), "no reduction", "timeout" or
+"skipped" (the dense model does not run on the input given).
 Times are the wall time of the whole pruning call: analysis + choice + surgery (prunekit's
 includes its own check forward), Torch-Pruning's BasePruner construction + step() + fixups.
 
@@ -31,10 +39,12 @@ channel count: the 1000-way classifier, the segmentation classifiers), for detec
 lists of Torch-Pruning's own torchvision examples (box/class predictors, SSD head, FPN and ROI
 heads of Faster R-CNN, ...); num_heads for every attention module ({nn.MultiheadAttention:
 num_heads}, {attn.qkv: num_heads} for Swin, {attn.to_qkv: n_heads} for MaxViT; head dims pruned,
-as its ViT examples do); after step(), VisionTransformer.hidden_dim is updated as its
-torchvision example does. Each (model, tool) runs in its own process with a timeout.
+as its ViT examples do; timm: {attn.qkv: num_heads} for every module with a `qkv` Linear and an int
+`num_heads`); after step(), VisionTransformer.hidden_dim is updated as its torchvision example
+does, and timm attention's head_dim = qkv.out_features // (3 num_heads) as its timm example does. Each (model, tool) runs in its own process with a timeout.
 
-    python benchmarks/structured_coverage.py [--ratios 0.3,0.5] [--models resnet18,vit_b_16]
+    python benchmarks/structured_coverage.py [--suite torchvision|timm|all] [--ratios 0.3,0.5]
+        [--models resnet18,vit_b_16,timm/test_vit]
         [--max-params 200M] [--no-include-detection] [--no-include-segmentation]
         [--tools prunekit,torch_pruning] [--timeout 300] [--max-rss 16G] [--threads N]
         [--json out.json]
@@ -42,12 +52,14 @@ torchvision example does. Each (model, tool) runs in its own process with a time
 import argparse
 import copy
 import json
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import _coverage_timm as timm_suite
+from _coverage_report import print_row, summary
+from _coverage_run import _mem_total, _parse_size, run_tool
 
 TOOLS = ("prunekit", "torch_pruning")
 # Torch-Pruning's torchvision examples (examples/torchvision_models/torchvision_pruning.py,
@@ -81,6 +93,8 @@ def catalogue(detection=True, segmentation=True):
 def build(name, task):
     import torch
     import torchvision
+    if task == "timm":
+        return timm_suite.build(name)
     kwargs = {"weights": None}
     if task in ("detection", "segmentation"):
         kwargs["weights_backbone"] = None  # the default would download ImageNet weights
@@ -97,6 +111,8 @@ def build(name, task):
 def count_params_meta(name, task):
     """Parameter count without allocating (meta device); None if the model will not build there."""
     import torch
+    if task == "timm":
+        return timm_suite.param_count(name)
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -106,8 +122,10 @@ def count_params_meta(name, task):
         return None
 
 
-def example_input(name, task, batch=1):
+def example_input(name, task, batch=1, model=None):
     import torch
+    if task == "timm":
+        return timm_suite.example_input(model, batch)
     generator = torch.Generator().manual_seed(1)
     if task == "detection":
         return torch.rand(batch, 3, 320, 320, generator=generator)
@@ -157,11 +175,15 @@ def eval_forward(model, x, task):
     from prunekit.measure.macs import layer_stats, totals
     model.eval()
     with torch.no_grad():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            out = model(x)
+        try:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                out = model(x)
+            flop_macs = counter.get_total_flops() // 2
+        except AssertionError:  # its module tracker trips on some models (timm cait): no second count
+            out, flop_macs = model(x), None
         macs = totals(layer_stats(model, (x,)))["macs"]
-    return structure(out, task), counter.get_total_flops() // 2, macs
+    return structure(out, task), flop_macs, macs
 
 
 def train_forward_backward(model, x, task):
@@ -230,10 +252,11 @@ def tp_num_heads(model):
 
 
 def tp_fixups(model):
-    """Attributes Torch-Pruning's torchvision example updates by hand after pruning."""
+    """Attributes Torch-Pruning's torchvision and timm examples update by hand after pruning."""
     from torchvision.models.vision_transformer import VisionTransformer
     if isinstance(model, VisionTransformer):
         model.hidden_dim = model.conv_proj.out_channels
+    timm_suite.tp_fixups(model)
 
 
 def run_torch_pruning(model, x, ratio, name, task, out_channels):
@@ -257,21 +280,39 @@ def _first_line(err):
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
+def dense_reference(template, name, task):
+    """What the pruned model is held to: (x, x_train, dense eval structure, flop_macs, macs,
+    output channels, train structure)."""
+    import torch
+    x = example_input(name, task, model=template)
+    x_train = example_input(name, task, batch=2, model=template)
+    dense_struct, dense_flops, dense_macs = eval_forward(template, x, task)
+    with torch.no_grad():
+        out_channels = output_channels(flatten(template(x))[0]) if task != "detection" else None
+    dense_train = dense_train_structure(template, x_train, task) if task != "detection" else None
+    return x, x_train, dense_struct, dense_flops, dense_macs, out_channels, dense_train
+
+
 def child(name, task, tool, ratios, out_path, threads):
     import torch
     warnings.filterwarnings("ignore")
     if threads:
         torch.set_num_threads(threads)
-    import prunekit  # noqa: F401  (imports stay outside the timed region)
     import torch_pruning  # noqa: F401
+
+    import prunekit  # noqa: F401  (imports stay outside the timed region)
     template = build(name, task)
-    x = example_input(name, task)
-    x_train = example_input(name, task, batch=2)
     params_before = sum(p.numel() for p in template.parameters())
-    dense_struct, dense_flops, dense_macs = eval_forward(template, x, task)
-    with torch.no_grad():
-        out_channels = output_channels(flatten(template(x))[0]) if task != "detection" else None
-    dense_train = dense_train_structure(template, x_train, task) if task != "detection" else None
+    try:
+        x, x_train, dense_struct, dense_flops, dense_macs, out_channels, dense_train = \
+            dense_reference(template, name, task)
+    except Exception as err:  # noqa: BLE001 - the dense model needs inputs we cannot give
+        with open(out_path, "a") as f:
+            for ratio in ratios:
+                f.write(json.dumps({"model": name, "task": task, "tool": tool, "ratio": ratio,
+                                    "status": "skipped", "error": f"dense: {_first_line(err)}",
+                                    "seconds": None}) + "\n")
+        return
     for ratio in ratios:
         record = {"model": name, "task": task, "tool": tool, "ratio": ratio,
                   "params_before": params_before, "macs_before": dense_macs,
@@ -304,104 +345,42 @@ def child(name, task, tool, ratios, out_path, threads):
 
 # ---------------------------------------------------------------- parent
 
-def _parse_size(text):
-    units = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}  # for --max-params and --max-rss
-    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
-
-
-def _rss(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _mem_total():
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def run_tool(name, task, tool, ratios, timeout, threads, max_rss):
-    """Records of one (model, tool) child; ratios it did not finish get 'timeout' or an error.
-    The child is killed past timeout x ratios seconds or max_rss bytes resident."""
-    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out, tempfile.TemporaryFile("w+") as err:
-        cmd = [sys.executable, __file__, "--child", name, task, tool, ",".join(map(str, ratios)),
-               out.name, str(threads or 0)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        limit = timeout * len(ratios)
-        deadline = time.monotonic() + limit
-        failure = None
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                failure = ("timeout", f"timeout after {limit:.0f} s")
-            elif max_rss and _rss(proc.pid) > max_rss:
-                failure = ("error", f"memory: over {max_rss / 2**30:.1f} GiB resident, killed")
-            if failure:
-                proc.kill()
-                break
-            time.sleep(0.2)
-        code = proc.wait()
-        if failure is None and code:
-            err.seek(0)
-            tail = (err.read().strip().splitlines() or [""])[-1]
-            failure = ("error", f"crash (exit {code}): {tail[:300]}")
-        records = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line]
-    done = {r["ratio"] for r in records}
-    for ratio in ratios:
-        if ratio not in done:
-            status, error = failure or ("error", "no result")
-            records.append({"model": name, "task": task, "tool": tool, "ratio": ratio,
-                            "status": status, "error": error, "seconds": None})
-    return records
-
-
-def _cell(record):
-    if record is None:
-        return "-"
-    if record["status"] == "ok":
-        return "ok"
-    return record["status"] if record["status"] != "error" else f"ERR {record['error']}"
-
-
-def _ratio(record, key):
-    before, after = record.get(f"{key}_before"), record.get(f"{key}_after")
-    return f"{after / before:.2f}" if before and after is not None else "-"
-
-
-def _secs(record):
-    return f"{record['seconds']:.1f}" if record and record.get("seconds") is not None else "-"
-
-
-def print_row(name, ratio, by_tool):
-    pk, tp = by_tool.get("prunekit"), by_tool.get("torch_pruning")
-    print(f"{name:>38} {ratio:>5} | {_ratio(pk or {}, 'params'):>5} {_ratio(pk or {}, 'macs'):>5} "
-          f"{_secs(pk):>6} | {_ratio(tp or {}, 'params'):>5} {_ratio(tp or {}, 'macs'):>5} "
-          f"{_secs(tp):>6} | pk: {_cell(pk)[:70]} | tp: {_cell(tp)[:70]}", flush=True)
-
-
-def summary(records, tools, ratios):
-    models = sorted({r["model"] for r in records})
-    ok = {(r["model"], r["tool"], r["ratio"]) for r in records if r["status"] == "ok"}
-    lines = []
-    names = {"prunekit": "prunekit", "torch_pruning": "Torch-Pruning"}
-    for ratio in ratios:
-        parts = [f"{names[t]}: {sum((m, t, ratio) in ok for m in models)}/{len(models)}" for t in tools]
-        lines.append(f"ratio {ratio}: " + "; ".join(parts) + " models pruned correctly")
-    parts = [f"{names[t]}: {sum(all((m, t, q) in ok for q in ratios) for m in models)}/{len(models)}"
-             for t in tools]
-    lines.append("all ratios: " + "; ".join(parts) + " models pruned correctly")
-    return lines
+def select_models(args, parser):
+    """({name: task} to run, {name or timm module: why skipped}, {timm name: timm module})."""
+    suites = ("torchvision", "timm") if args.suite == "all" else (args.suite,)
+    tasks, timm_modules, skipped = {}, {}, {}
+    if "torchvision" in suites:
+        tasks.update(catalogue(args.include_detection, args.include_segmentation))
+    if args.models:
+        every = catalogue(True, True) if "torchvision" in suites else {}
+        names = [timm_suite.PREFIX + n if "timm" in suites and n not in every and not timm_suite.is_timm(n)
+                 else n for n in args.models.split(",") if n]
+        missing = [n for n in names if n not in every and not timm_suite.known(n)]
+        if missing:
+            parser.error(f"not {' or '.join(suites)} models: {missing}")
+        tasks = {n: every.get(n, "timm") for n in names}
+    elif "timm" in suites:
+        timm_modules, unbuildable = timm_suite.smallest_per_module()
+        tasks.update(dict.fromkeys(timm_modules, "timm"))
+        skipped.update({f"timm module {m}": f"no model builds: {why}" for m, why in unbuildable.items()})
+    if args.max_params:
+        limit = _parse_size(args.max_params)
+        for name, task in list(tasks.items()):
+            count = count_params_meta(name, task)
+            if count is not None and count > limit:
+                skipped[name] = f"{count / 1e6:.1f}M parameters > --max-params {args.max_params}"
+                del tasks[name]
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}")
+    return tasks, skipped, timm_modules
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=("torchvision", "timm", "all"), default="torchvision")
     parser.add_argument("--ratios", default="0.3,0.5")
-    parser.add_argument("--models", help="comma list (default: every torchvision model)")
+    parser.add_argument("--models", help="comma list (default: every model of the suite; timm "
+                        "names with or without 'timm/')")
     parser.add_argument("--max-params", help="skip models with more parameters, e.g. 200M")
     parser.add_argument("--include-detection", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--include-segmentation", action=argparse.BooleanOptionalAction, default=True)
@@ -417,36 +396,19 @@ def main():
     unknown = set(tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools {sorted(unknown)}; choose from {TOOLS}")
-    tasks = catalogue(detection=True, segmentation=True)
-    if args.models:
-        names = [n for n in args.models.split(",") if n]
-        missing = [n for n in names if n not in tasks]
-        if missing:
-            parser.error(f"not torchvision models: {missing}")
-    else:
-        names = list(catalogue(args.include_detection, args.include_segmentation))
-    skipped = {}
-    if args.max_params:
-        limit = _parse_size(args.max_params)
-        for name in names:
-            count = count_params_meta(name, tasks[name])
-            if count is not None and count > limit:
-                skipped[name] = count
-        names = [n for n in names if n not in skipped]
-        if skipped:
-            print(f"skipped (> {args.max_params} params): {', '.join(sorted(skipped))}")
+    started = time.time()
+    tasks, skipped, timm_modules = select_models(args, parser)
     total = _mem_total()
     max_rss = _parse_size(args.max_rss) if args.max_rss else int(0.8 * total) if total else None
-    print(f"{len(names)} models, ratios {ratios}, tools {tools}")
+    print(f"{len(tasks)} models, ratios {ratios}, tools {tools}")
     print(f"{'':>38} {'':>5} | {'prunekit (after/dense)':^18} | {'Torch-Pruning':^18} |")
     print(f"{'model':>38} {'ratio':>5} | {'param':>5} {'MACs':>5} {'sec':>6} | "
           f"{'param':>5} {'MACs':>5} {'sec':>6} | status")
     records = []
-    started = time.time()
-    for name in names:
+    for name, task in tasks.items():
         mine = []
         for tool in tools:
-            mine += run_tool(name, tasks[name], tool, ratios, args.timeout, args.threads, max_rss)
+            mine += run_tool(__file__, name, task, tool, ratios, args.timeout, args.threads, max_rss)
         records += mine
         for ratio in ratios:
             print_row(name, ratio, {r["tool"]: r for r in mine if r["ratio"] == ratio})
@@ -454,16 +416,16 @@ def main():
     print("\n" + "\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "ratios": ratios, "tools": tools, "models": names, "skipped": skipped,
-            "summary": lines, "wall_s": time.time() - started,
-            "versions": _versions(), "records": records}, indent=2))
+            "suite": args.suite, "ratios": ratios, "tools": tools, "models": list(tasks),
+            "timm_modules": timm_modules, "skipped": skipped, "summary": lines,
+            "wall_s": time.time() - started, "versions": _versions(), "records": records}, indent=2))
     return records
 
 
 def _versions():
     import importlib.metadata as md
     out = {}
-    for package in ("torch", "torchvision", "torch-pruning", "prunekit"):
+    for package in ("torch", "torchvision", "timm", "torch-pruning", "prunekit"):
         try:
             out[package] = md.version(package)
         except md.PackageNotFoundError:

@@ -259,8 +259,9 @@ def main():
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    import prunekit  # noqa: F401  (imports stay outside the timed region)
     import torch_pruning  # noqa: F401
+
+    import prunekit  # noqa: F401  (imports stay outside the timed region)
     print(f"median of {args.repeats} runs, ratio {args.ratio}, {torch.get_num_threads()} threads")
     print(f"{'':>10} {'':>9} {'prune + analysis (s)':^25} | {'analysis alone (s)':^25} | params after")
     print(f"{'model':>10} {'params':>9} {'prunekit':>8} {'TP':>8} {'pk/TP':>7} | "

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit.search import channels as channel_search
 from prunekit.measure.macs import layer_stats, totals
+from prunekit.search import channels as channel_search
 from prunekit.structured import channel_spaces
 
 

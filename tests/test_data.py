@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from prunekit import data
-from prunekit.data import fetch, sources, split as splits
 from prunekit._utils.paths import home
+from prunekit.data import fetch, sources
+from prunekit.data import split as splits
 from prunekit.errors import PruneError
 
 

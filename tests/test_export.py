@@ -116,6 +116,7 @@ def test_a_bare_layer_is_stored_compressed(tmp_path):
 
 def test_a_damaged_plan_is_a_prune_error(tmp_path):
     import json
+
     from safetensors import safe_open
     from safetensors.torch import save_file
     path = save(zoo.build("lenet300"), tmp_path / "m.safetensors")

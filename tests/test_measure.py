@@ -10,9 +10,9 @@ from torch.nn.utils import parametrize
 
 from helpers import make_mlp
 from prunekit.errors import PruneError
-from prunekit.serialization import sparse_format
 from prunekit.measure import compare, measure, memory, prunable_modules, time_models
 from prunekit.measure import energy as energy_mod
+from prunekit.serialization import sparse_format
 
 
 @pytest.fixture(autouse=True)

@@ -10,15 +10,14 @@ from torch import nn
 import prunekit as pk
 from helpers import make_mlp
 from prunekit import masks
-from prunekit.unstructured import allocate
+from prunekit.criteria.group import units as search_units
 from prunekit.search import hybrid
-from prunekit.training import lottery
 from prunekit.search import layerwise as search
+from prunekit.training import lottery, soft
 from prunekit.training.dynamic import DynamicSparsity
 from prunekit.training.schedules import GradualPruner, Schedule
-from prunekit.training import soft
-from prunekit.criteria.group import units as search_units
 from prunekit.training.soft import SoftChannelPruner
+from prunekit.unstructured import allocate
 
 
 def _mlp(seed=0):

@@ -3,9 +3,9 @@ import copy
 
 import pytest
 import torch
-from helpers import dead_copy
 
 import prunekit as pk
+from helpers import dead_copy
 from prunekit.zoo import pretrained
 
 pytest.importorskip("timm")

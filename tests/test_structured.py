@@ -3,11 +3,11 @@ import copy
 import pytest
 import torch
 import torchvision
-from helpers import dead_copy, randomize_norms
 from torch import nn
 from torch.nn import functional as F
 
 import prunekit as pk
+from helpers import dead_copy, randomize_norms
 from prunekit import zoo
 from prunekit.criteria import CHANNEL
 

@@ -6,6 +6,7 @@ group of layers sharing a channel dimension, e.g. all convs feeding one residual
 and for every weight, bias, running stat and attribute, which entries go with which unit.
 An op it cannot map is a PruneError naming the op and the module path: never a guess.
 """
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,13 +16,15 @@ from torch import nn
 from prunekit._utils.inputs import tensors_of
 from prunekit._utils.modes import eval_mode
 from prunekit.errors import PruneError
-from prunekit.graph import layers, ops
+from prunekit.graph import layers, ops, windows  # noqa: F401  (windows adds its rules to ops.RULES)
 from prunekit.graph.labels import NONE, PIN, UnionFind, keep_mask, removal_table
 from prunekit.graph.run import attributes_kept, meta_call, watch
 from prunekit.graph.spaces import Space, spaces
 from prunekit.graph.trace import Context
 from prunekit.masks import raw_tensor
 from prunekit.surgery.attributes import HEAD_COUNTS, HEAD_WIDTHS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Graph", "Space", "analyze"]
 
@@ -99,7 +102,9 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
             ctx, output = _trace(model, example_inputs, ignored, heads, meta=True)
     except PruneError:
         raise
-    except Exception:  # noqa: BLE001  data-dependent code (.item(), NMS) needs real tensors
+    except Exception as err:  # noqa: BLE001  data-dependent code (.item(), NMS) needs real tensors
+        log.info("%s: the meta-device trace stopped (%s: %s); tracing on the inputs' device instead",
+                 type(model).__name__, type(err).__name__, _first_line(err))
         ctx, output = _real_trace(model, example_inputs, ignored, heads)
     for tensor in tensors_of(output):
         if ctx.labels(tensor) is not None:
@@ -110,6 +115,11 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
                  ignored, candidates, ctx.meta)
 
 
+def _first_line(err) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else ""
+
+
 def _real_trace(model, example_inputs, ignored, heads):
     """The trace on real tensors; a forward that fails on the example inputs is a PruneError."""
     try:
@@ -117,9 +127,8 @@ def _real_trace(model, example_inputs, ignored, heads):
     except PruneError:
         raise
     except Exception as err:  # noqa: BLE001  the user's forward, with the user's inputs
-        text = str(err).strip().splitlines()
         raise PruneError(f"{type(model).__name__}(*example_inputs) failed: {type(err).__name__}: "
-                         f"{text[0] if text else ''}") from err
+                         f"{_first_line(err)}") from err
 
 
 def _trace(model, example_inputs, ignored, heads, meta):

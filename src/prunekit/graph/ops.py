@@ -455,7 +455,8 @@ _SIZE_FREE = set("""flatten permute transpose swapaxes swapdims movedim moveaxis
 cat concat concatenate stack hstack vstack dstack flip fliplr flipud channel_shuffle
 native_channel_shuffle""".split())
 # Ops that take sizes or bounds (view(b, 8, 64), x[:, :16]): a pruned model is checked there.
-SIZED = frozenset(set(_MOVE + _SELECT + ["chunk"]) - _SIZE_FREE)
+# rms_norm: a normalized_shape held elsewhere than the weight's module would be stale.
+SIZED = frozenset(set(_MOVE + _SELECT + ["chunk", "rms_norm"]) - _SIZE_FREE)
 # max/min are reductions with one tensor and element-wise with two.
 RULES.update(max="max", min="min")
 
@@ -528,7 +529,30 @@ def functional_norm(ctx, func, name, args, kwargs, out):
     rule(ctx, owners[0][0], module, (x,), {}, out)
 
 
+def rms_norm(ctx, func, name, args, kwargs, out):
+    """F.rms_norm(x, normalized_shape, weight): x * rsqrt(mean(x^2)) * weight. As for
+    LayerNorm, the statistic is recomputed over the channels that stay and the weight goes
+    with them; a `normalized_shape` attribute of the weight's module shrinks with them."""
+    x, shape, weight = args[0], _arg(args, kwargs, 1, "normalized_shape"), _arg(args, kwargs, 2, "weight")
+    target = tensors_of(out)[0]
+    if weight is None:
+        ctx.set(target, ctx.labels(x))
+    else:
+        elementwise(ctx, func, "mul", (x, weight), {}, target)
+    labels = ctx.labels(target)
+    owner = _owned(ctx, _param_of(ctx, weight)) if weight is not None else []
+    if labels is None or not owner or not isinstance(shape, (list, tuple)):
+        return
+    module = ctx.model.get_submodule(owner[0][0])
+    if tuple(getattr(module, "normalized_shape", ())) != tuple(shape):
+        return
+    first = x.dim() - len(shape)
+    for dim in range(first, x.dim()):
+        if labels.shape[dim] > 1:
+            ctx.attr(owner[0][0], "normalized_shape", ctx.channel(target, dim), position=dim - first)
+
+
 RULES.update(linear=functional_linear, batch_norm=functional_norm, group_norm=functional_norm,
-             layer_norm=functional_norm)
+             layer_norm=functional_norm, rms_norm=rms_norm)
 RULES.update(dict.fromkeys(["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                             "conv_transpose3d"], functional_conv))

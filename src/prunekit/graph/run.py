@@ -85,4 +85,17 @@ def meta_call(model, example_inputs, resize=None):
                 if isinstance(tensor, nn.Parameter):
                     owners.setdefault(id(meta_of[id(tensor)]), []).append((module_name, name))
     inputs = tuple(tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, list(example_inputs)))
-    return owners, lambda: torch.func.functional_call(model, state, inputs, strict=False)
+    return owners, lambda: _call_restoring(model, state, inputs)
+
+
+def _call_restoring(model, state, inputs):
+    """functional_call, then every module's own tensors put back: functional_call restores a
+    module reached by two paths (a submodule shared by two blocks) from the meta tensor it
+    swapped in through the first path, leaving meta weights in the model."""
+    saved = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+    try:
+        return torch.func.functional_call(model, state, inputs, strict=False)
+    finally:
+        for module, params, buffers in saved:
+            module._parameters.update(params)
+            module._buffers.update(buffers)

@@ -192,7 +192,36 @@ _SAME_AS_INPUT = set("""batch_norm layer_norm group_norm instance_norm rms_norm 
 gelu silu silu_ hardswish hardswish_ hardsigmoid sigmoid sigmoid_ tanh tanh_""".split())
 
 
+# Where each norm takes its normalized_shape, and its per-entry tensors: (position, name).
+_NORM_ARGS = {
+    "layer_norm": (1, [(2, "weight"), (3, "bias")]),
+    "rms_norm": (1, [(2, "weight")]),
+    "group_norm": (None, [(2, "weight"), (3, "bias")]),
+    "batch_norm": (None, [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")]),
+    "instance_norm": (None, [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")]),
+}
+
+
+def _check_norm_shapes(name, args, kwargs):
+    """The shape checks of the kernel skipped here: a pruning plan checked on the meta device
+    must fail where a normalized_shape or a norm's weight kept its old size."""
+    x, (shape_at, tensors) = args[0], _NORM_ARGS[name]
+    shape = None
+    if shape_at is not None:
+        shape = args[shape_at] if len(args) > shape_at else kwargs.get("normalized_shape")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if tuple(x.shape[x.dim() - len(shape):]) != shape:
+            raise RuntimeError(f"{name}: input {tuple(x.shape)} does not end in {shape}")
+    expected = shape or (x.shape[1] if x.dim() > 1 else x.shape[0],)
+    for position, key in tensors:
+        tensor = args[position] if len(args) > position else kwargs.get(key)
+        if isinstance(tensor, torch.Tensor) and tuple(tensor.shape) != tuple(expected):
+            raise RuntimeError(f"{name}: {key} {tuple(tensor.shape)} for {tuple(expected)} entries")
+
+
 def _same_as_input(name, args, kwargs):
+    if name in _NORM_ARGS:
+        _check_norm_shapes(name, args, kwargs)
     # in place: relu_(x), F.relu(x, inplace=True) or F.relu(x, True) (the only positional form)
     inplace = name.endswith("_") or kwargs.get("inplace") is True or (len(args) == 2 and args[1] is True)
     return args[0] if inplace else torch.empty_like(args[0])

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunekit.graph.labels import NONE
+
 
 @dataclass
 class Options:
@@ -81,3 +83,16 @@ def choose_global(graph, score_of, first_counts, progress, options):
             units = units[: len(units) - (options.round_to - surplus) % options.round_to] if surplus else units
         removed += units
     return set(removed)
+
+
+def keep_one_per_layer(graph, removed, score_of):
+    """Where the choice takes every channel a layer makes or reads (an inception branch whose
+    weights all score below its siblings' in the concatenated stream), its best-scored unit
+    stays: a layer of width 0 cannot run."""
+    for s in graph.slices:
+        if s.role == "follow" or not removed:
+            continue
+        roots = np.unique(graph.uf.find(s.labels[s.labels != NONE])).tolist()
+        if roots and all(r in removed for r in roots):
+            removed.discard(max(roots, key=lambda r: score_of.get(r, 0.0)))
+    return removed

@@ -7,6 +7,8 @@ agrees (uniform pruning); otherwise the config keeps its value and a warning say
 """
 import logging
 
+from torch import nn
+
 log = logging.getLogger(__name__)
 
 _MLP_IN = ("up_proj", "fc1", "c_fc", "w1", "dense_h_to_4h")
@@ -29,6 +31,17 @@ def _uniform(config, field, values):
         setattr(config, field, value)
 
 
+def _embedding_width(embeddings):
+    """Width of what the input embeddings produce: an Embedding's embedding_dim, or the out
+    channels of a patch embedding's one layer (ViT's Conv2d projection); None if unclear."""
+    width = getattr(embeddings, "embedding_dim", None)
+    if isinstance(width, int):
+        return width
+    widths = [getattr(m, "out_channels", None) or getattr(m, "out_features", None)
+              for m in embeddings.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    return widths[0] if len(widths) == 1 else None
+
+
 def sync_config(model) -> None:
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
@@ -36,7 +49,7 @@ def sync_config(model) -> None:
     modules = dict(model.named_modules())
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embeddings is not None:
-        _uniform(config, "hidden_size", [embeddings.embedding_dim])
+        _uniform(config, "hidden_size", [_embedding_width(embeddings)])
     widths = [_linear_out(m) for n, m in modules.items() if n.rpartition(".")[2] in _MLP_IN]
     widths += [_linear_out(m) for n, m in modules.items() if n.endswith("intermediate.dense")]
     _uniform(config, "intermediate_size", widths)

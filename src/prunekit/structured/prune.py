@@ -24,7 +24,7 @@ from prunekit.criteria.group import units as unit_order
 from prunekit.errors import PruneError
 from prunekit.graph import analyze
 from prunekit.structured import blocks
-from prunekit.structured.choose import Options, choose_global, choose_layer
+from prunekit.structured.choose import Options, choose_global, choose_layer, keep_one_per_layer
 from prunekit.structured.hf_config import sync_config
 from prunekit.structured.removed import record_removed
 from prunekit.structured.repair import apply_checked
@@ -194,6 +194,6 @@ def _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibrat
         progress = step / steps
         removed, plan = apply_checked(
             model, inputs, graph,
-            lambda g: chooser(g, score_of, first_counts, progress, options), result.kept_fixed)
+            lambda g: keep_one_per_layer(g, chooser(g, score_of, first_counts, progress, options), score_of), result.kept_fixed)
         if plan is not None:
             record_removed(graph, removed, plan, origin, result.removed)

@@ -97,20 +97,31 @@ def touched(model, plan: Cuts) -> list:
     return [model.get_submodule(n) for n in sorted(names)]
 
 
+def _read_only(module, attr) -> bool:
+    """A property without a setter (timm's ConvNormAct.in_channels reads its conv's): it
+    follows the layers it reads, which are resized themselves."""
+    found = getattr(type(module), attr, None)
+    return isinstance(found, property) and found.fset is None
+
+
 def apply(model: nn.Module, plan: Cuts) -> None:
     done = {}
     for (module_name, tensor_name), dims in plan.tensors.items():
         _replace(model.get_submodule(module_name), tensor_name, dims, done)
     for (module_name, attr), value in plan.attrs.items():
-        setattr(model.get_submodule(module_name), attr, value)
+        module = model.get_submodule(module_name)
+        if not _read_only(module, attr):  # files saved before shape_attrs skipped them hold some
+            setattr(module, attr, value)
 
 
 def shape_attrs(model: nn.Module) -> dict:
-    """{module: {attr: value}} for the size attributes every module has, to save with it."""
+    """{module: {attr: value}} for the size attributes a module stores itself (not those a
+    property computes from its children), to save with it."""
     found = {}
     for name, module in model.named_modules():
-        values = {a: getattr(module, a) for a in SHAPE_ATTRS
-                  if isinstance(getattr(module, a, None), (int, tuple)) and not isinstance(getattr(module, a), bool)}
+        own = vars(module)
+        values = {a: own[a] for a in SHAPE_ATTRS
+                  if isinstance(own.get(a), (int, tuple)) and not isinstance(own[a], bool)}
         if values:
             found[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in values.items()}
     return found
