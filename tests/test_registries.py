@@ -8,6 +8,7 @@ import torch
 
 import prunekit as pk
 from prunekit import criteria, zoo
+from prunekit.graph import layers, rules
 from prunekit.experiments import methods
 from prunekit.experiments.methods import Context
 from prunekit.measure.counts import count_params
@@ -90,3 +91,25 @@ def test_an_unknown_name_is_one_line_listing_the_choices(registry):
     message = str(err.value)
     assert "\n" not in message and "'no-such-thing'" in message
     assert all(name in message for name in registry.names())
+
+
+def _op_exists(name):
+    import torchvision.ops
+    from torch.nn import functional as F
+    if name.startswith("linalg_"):  # torch.linalg.vector_norm is called linalg_vector_norm
+        return hasattr(torch.linalg, name[len("linalg_"):])
+    return any(hasattr(owner, name) for owner in (torch, torch.Tensor, F, torchvision.ops))
+
+
+@pytest.mark.parametrize("name", [n for n in rules.OPS.names()])
+def test_every_op_rule_names_a_real_torch_op(name):
+    """A typo in the rule table would leave the real op unmapped (refused) with no error here."""
+    assert _op_exists(name), name
+
+
+@pytest.mark.parametrize("key", layers.LAYERS.names(), ids=str)
+def test_every_layer_rule_is_for_a_module_class(key):
+    if isinstance(key, str):  # another library's layer, by qualified name
+        assert "." in key and key.split(".")[-1][0].isupper()
+    else:
+        assert issubclass(key, torch.nn.Module)

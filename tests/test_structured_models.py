@@ -7,11 +7,11 @@ import logging
 
 import pytest
 import torch
-from helpers import dead_copy
 from torch import nn
 from torch.nn import functional as F
 
 import prunekit as pk
+from helpers import dead_copy
 from prunekit import surgery
 
 

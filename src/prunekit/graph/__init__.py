@@ -16,7 +16,7 @@ from torch import nn
 from prunekit._utils.inputs import tensors_of
 from prunekit._utils.modes import eval_mode
 from prunekit.errors import PruneError
-from prunekit.graph import layers, ops, windows  # noqa: F401  (windows adds its rules to ops.RULES)
+from prunekit.graph import functional, layers, ops, products, rules
 from prunekit.graph.labels import NONE, PIN, UnionFind, keep_mask, removal_table
 from prunekit.graph.run import attributes_kept, meta_call, watch
 from prunekit.graph.spaces import Space, spaces
@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Graph", "Space", "analyze"]
 
-_ALWAYS = {ops.functional_linear, ops.functional_conv, ops.functional_norm, ops.matmul}
+_ALWAYS = {functional.functional_linear, functional.functional_conv, functional.functional_norm, products.matmul}
 _PARAMS_LABELLED = {ops.move, ops.select, ops.elementwise, ops.unary}
 
 
 def _dispatch(ctx, func, name, args, kwargs, out):
     ctx.op = name
-    rule = ops.rule_for(name, args)
+    rule = rules.rule_for(name, args)
     inputs = tensors_of((args, kwargs))
     if any(t.numel() == 0 for t in tensors_of(out)):  # empty results carry no channels
         ops.pin_inputs(ctx, func, name, args, kwargs, out)

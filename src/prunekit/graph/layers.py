@@ -9,38 +9,33 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from prunekit._utils.inputs import tensors_of
+from prunekit._utils.registry import Registry
 
-RULES: dict = {}
+# Keyed by layer class, or, for layers of other libraries, by qualified class name (no import
+# of the library needed): "transformers.pytorch_utils.Conv1D".
+LAYERS = Registry("layer")
 
 
 def register(*types):
-    def wrap(fn):
-        for t in types:
-            RULES[t] = fn
-        return fn
-    return wrap
+    return LAYERS.register(*types)
 
 
 def _present(module, names):
     return [n for n in names if getattr(module, n, None) is not None]
 
 
-# Layers of other libraries, by qualified class name (no import of the library needed).
-NAMED_RULES: dict = {}
-
-
 def rule_for(module: nn.Module):
     """The rule for `module`, unless its class rewrites forward (timm's LayerNorm2d permutes
     first; StdConv2d standardises its weight): then the calls inside are traced instead."""
     cls = type(module)
-    named = NAMED_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
+    named = LAYERS.find(f"{cls.__module__}.{cls.__qualname__}")
     if named is not None:
         return named
     if not cls.forward.__module__.startswith("torch.nn"):
         return None
     for cls in type(module).__mro__:
-        if cls in RULES:
-            return RULES[cls]
+        if cls in LAYERS:
+            return LAYERS.get(cls)
     return None
 
 
@@ -187,7 +182,7 @@ def conv1d_gpt2(ctx, name, module, args, kwargs, out):
     ctx.place(out, out.dim() - 1, outputs)
 
 
-NAMED_RULES["transformers.pytorch_utils.Conv1D"] = conv1d_gpt2
+LAYERS.add("transformers.pytorch_utils.Conv1D", conv1d_gpt2)
 
 
 @register(nn.MultiheadAttention, nn.RNNBase)

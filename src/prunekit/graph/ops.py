@@ -7,57 +7,23 @@ naming it: never a guess.
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.modules.conv import _ConvNd
 
 from prunekit._utils.inputs import tensors_of
-from prunekit.graph import layers
 from prunekit.graph.labels import NONE, along
 
-_UNARY = """relu relu6 leaky_relu elu selu celu gelu silu mish hardswish hardsigmoid hardtanh
-sigmoid tanh softplus softsign tanhshrink threshold logsigmoid dropout dropout1d dropout2d
-dropout3d alpha_dropout feature_alpha_dropout neg __neg__ abs __abs__ exp exp2 expm1 log log2
-log10 log1p sqrt rsqrt square sin cos tan sign erf erfc reciprocal floor ceil round trunc frac
-nan_to_num normalize contiguous clone detach float half
-double bfloat16 to type type_as cpu cuda requires_grad_ __invert__ logical_not isnan isinf
-isfinite tril triu max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d
-adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d
-adaptive_max_pool2d adaptive_max_pool3d lp_pool1d lp_pool2d interpolate upsample
-upsample_nearest upsample_bilinear local_response_norm data""".split()
-_BINARY = """add __add__ __radd__ __iadd__ sub __sub__ __rsub__ __isub__ rsub mul __mul__
-__rmul__ __imul__ multiply div __truediv__ __rtruediv__ __itruediv__ divide true_divide
-floor_divide __floordiv__ remainder __mod__ fmod pow __pow__ __rpow__ maximum minimum fmax
-fmin where masked_fill lerp addcmul addcdiv eq ne lt le gt ge __eq__ __ne__ __lt__ __le__
-__gt__ __ge__ logical_and logical_or logical_xor __and__ __or__ __xor__ copysign atan2 hypot
-clamp clip clamp_min clamp_max xlogy copy_""".split()
-_REDUCE = """sum mean nansum nanmean amax amin argmax argmin std var std_mean var_mean norm
-logsumexp prod all any count_nonzero median linalg_vector_norm""".split()
-_MOVE = """view reshape flatten unflatten permute transpose swapaxes swapdims movedim moveaxis
-squeeze unsqueeze expand expand_as repeat tile repeat_interleave flip fliplr flipud t T mT
-view_as reshape_as cat concat concatenate stack hstack vstack dstack pixel_shuffle
-pixel_unshuffle channel_shuffle native_channel_shuffle pad""".split()
-_SELECT = """__getitem__ narrow select index_select gather take_along_dim split split_with_sizes
-tensor_split unbind diagonal""".split()
-_MATMUL = "matmul __matmul__ __rmatmul__ mm bmm addmm".split()
-# Ops whose every output along `dim` depends on all (or all earlier) entries along it: a
-# channel removed there would change the others, so channels along `dim` stay.
-_ALONG_DIM = "softmax log_softmax softmin cumsum cumprod logcumsumexp cummax cummin".split()
 # Statistics kept for broadcasting back (x * rsqrt(x.pow(2).mean(-1, keepdim=True)), a
 # functional RMSNorm) are recomputed over the channels that stay, as LayerNorm's are.
 _STATISTICS = set("mean nanmean var std var_mean std_mean norm linalg_vector_norm".split())
-# Value-dependent selections: their output size depends on the data, so their input keeps
-# every channel.
-_PINNING = """topk sort argsort msort nonzero masked_select unique unique_consecutive kthvalue nms
-batched_nms roi_align roi_pool ps_roi_align multinomial histc bincount searchsorted bucketize
-scatter scatter_add scatter_reduce index_put index_add index_copy put take""".split()
-# New tensors that only borrow a shape, dtype or device from their input.
-_FRESH = """new_zeros new_ones new_full new_empty new_tensor zeros_like ones_like empty_like
-full_like rand_like randn_like randint_like""".split()
 
 
 def _base(name: str) -> str:
     """'add_' -> 'add': an in-place op labels its target like the plain one."""
     return name[:-1] if name.endswith("_") and not name.endswith("__") and name != "requires_grad_" \
         else name
+
+
+def _arg(args, kwargs, index, name):
+    return args[index] if len(args) > index else kwargs.get(name)
 
 
 def _param_of(ctx, tensor):
@@ -311,70 +277,6 @@ def setitem(ctx, func, name, args, kwargs, out):
     ctx.set(target, target_labels.numpy())
 
 
-def matmul(ctx, func, name, args, kwargs, out):
-    """Product over a shared dim: entries meeting in the sum are tied, the rest carry on."""
-    bias = None
-    if name == "addmm":
-        bias, a, b = args[0], args[1], args[2]
-    elif name == "__rmatmul__":
-        a, b = args[1], args[0]
-    else:
-        a, b = args[0], args[1]
-    if a.dim() < 2 or b.dim() < 2:
-        ctx.fail(f"{name!r} on a 1-d tensor")
-    target = tensors_of(out)[0]
-    if isinstance(b, nn.Parameter) and b.dim() == 2 and id(b) in ctx.owners:
-        ctx.set(target, _weight_product(ctx, a, b, target))
-    else:
-        ctx.set(target, product(ctx, ctx.labels(a), a.shape, ctx.labels(b), b.shape, target.dim()))
-    if bias is not None:
-        elementwise(ctx, func, "add", (target, bias), {}, target)
-
-
-def product(ctx, la, a_shape, lb, b_shape, ndim):
-    """Labels of a @ b (a: (..., n, k), b: (..., k, p)) and the ties of the summed dim k.
-
-    Laid out over (..., n, k, p), a's entry (i, k) meets b's entry (k, j) for every i, j:
-    they are tied. A fixed operand pins the other's summed channels unless broadcast.
-    """
-    ga = None if la is None else np.expand_dims(_pad(la, ndim), -1)   # (..., n, k, 1)
-    gb = None if lb is None else np.expand_dims(_pad(lb, ndim), -3)   # (..., 1, k, p)
-    k = a_shape[-1]
-    if ga is None and gb is not None and gb.shape[-2] > 1 and k > 1:
-        ga = np.zeros([1] * (ndim - 1) + [k, 1], np.int64)   # fixed a: b's summed channels stay
-    if gb is None and ga is not None and ga.shape[-2] > 1 and k > 1:
-        gb = np.zeros([1] * (ndim - 1) + [k, 1], np.int64)
-    if ga is not None and gb is not None and (ga.shape[-2] > 1 or gb.shape[-2] > 1):
-        pairs = np.broadcast_arrays(ga, gb)
-        ctx.uf.union(pairs[0], pairs[1])
-    parts = []
-    if la is not None and la.shape[-1] == 1:
-        parts.append(_pad(la, ndim))
-    if lb is not None and lb.shape[-2] == 1:
-        parts.append(_pad(lb, ndim))
-    if not parts:
-        return None
-    arrays = np.broadcast_arrays(*parts)
-    result = np.array(arrays[0])
-    for other in arrays[1:]:
-        both = (result != NONE) & (other != NONE)
-        ctx.uf.union(result[both], other[both])
-        result = np.where(result != NONE, result, other)
-    return result
-
-
-def _weight_product(ctx, a, weight, target):
-    """x @ W with W a (in, out) parameter: W is a layer of its own."""
-    inputs = ctx.channel(a, -1)
-    outputs = ctx.atoms(("param", id(weight), 1), weight.shape[1])
-    for module, tensor in ctx.owners[id(weight)]:
-        ctx.slice(module, tensor, 0, inputs, "in")
-        ctx.slice(module, tensor, 1, outputs, "out")
-    labels = np.zeros([1] * (target.dim() - 1) + [len(outputs)], dtype=np.int64)
-    labels[..., :] = outputs
-    return labels
-
-
 def pin_inputs(ctx, func, name, args, kwargs, out):
     for tensor in tensors_of((args, kwargs)):
         if ctx.labels(tensor) is not None:
@@ -388,171 +290,3 @@ def fresh(ctx, func, name, args, kwargs, out):
         ctx.set(tensor, None)
 
 
-def einsum(ctx, func, name, args, kwargs, out):
-    """Labels follow their subscript letter: summed letters tie operands, kept ones carry on."""
-    spec = args[0].replace(" ", "")
-    operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
-    inputs, _, output = spec.partition("->")
-    if "." in spec or not output:
-        ctx.fail("einsum with '...' or an implicit output")
-    by_letter = {}
-    for letters, operand in zip(inputs.split(","), operands):
-        labels = ctx.labels(operand)
-        for dim, letter in enumerate(letters):
-            vector = along(labels, dim, operand.shape[dim], ctx.uf) if labels is not None \
-                else np.zeros(operand.shape[dim], np.int64)
-            if letter in by_letter and len(by_letter[letter]) == len(vector):
-                ctx.uf.union(by_letter[letter], vector)
-                vector = np.where(by_letter[letter] != NONE, by_letter[letter], vector)
-            by_letter[letter] = vector
-    target = tensors_of(out)[0]
-    ctx.set(target, None)
-    for dim, letter in enumerate(output):
-        if (by_letter[letter] != NONE).any():
-            ctx.place(target, dim, by_letter[letter])
-
-
-def attention(ctx, func, name, args, kwargs, out):
-    """scaled_dot_product_attention(q, k, v) = softmax(q @ k^T) @ v, label-wise. Without an
-    explicit `scale` it divides by sqrt(q's last dim), so that dim must keep its size."""
-    q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")])[:3]
-    if _arg(args, kwargs, 6, "scale") is None:
-        _whole_rows(ctx, ctx.labels(q))
-        _whole_rows(ctx, ctx.labels(k))
-    lk, lv = ctx.labels(k), ctx.labels(v)
-    if kwargs.get("enable_gqa") and q.shape[-3] != k.shape[-3]:  # kv head j serves q heads j*r..
-        repeat = q.shape[-3] // k.shape[-3]
-        lk = None if lk is None else np.repeat(lk, repeat if lk.shape[-3] > 1 else 1, axis=-3)
-        lv = None if lv is None else np.repeat(lv, repeat if lv.shape[-3] > 1 else 1, axis=-3)
-    kt_shape = tuple(k.shape[:-2]) + (k.shape[-1], k.shape[-2])
-    ndim = max(q.dim(), k.dim(), v.dim())
-    scores = product(ctx, ctx.labels(q), q.shape, None if lk is None else np.swapaxes(lk, -1, -2),
-                     kt_shape, ndim)
-    scores_shape = tuple(q.shape[:-1]) + (k.shape[-2],)
-    target = tensors_of(out)[0]
-    ctx.set(target, product(ctx, scores, scores_shape, lv, v.shape, target.dim()))
-
-
-def _whole_rows(ctx, labels):
-    """Tie the entries of every row along the last dim: only whole rows (heads) can go."""
-    if labels is None or labels.shape[-1] == 1:
-        return
-    rows = labels.reshape(-1, labels.shape[-1])
-    ctx.uf.union(np.repeat(rows[:, :1], rows.shape[1] - 1, axis=1), rows[:, 1:])
-
-
-RULES = {}
-for _names, _rule in ((_UNARY, unary), (_BINARY, elementwise), (_REDUCE, reduce), (_MOVE, move),
-                      (_SELECT, select), (_MATMUL, matmul)):
-    RULES.update(dict.fromkeys(_names, _rule))
-RULES.update(dict.fromkeys(_ALONG_DIM, along_dim))
-RULES.update(chunk=chunk, pad=pad, roll=roll, __setitem__=setitem, scaled_dot_product_attention=attention, einsum=einsum)
-RULES.update(dict.fromkeys(_FRESH, fresh))
-RULES.update(dict.fromkeys(_PINNING, pin_inputs))
-VALUE_DEPENDENT = frozenset(_PINNING)
-# Moves whose arguments are dims, never sizes: they can't hold a stale channel count.
-_SIZE_FREE = set("""flatten permute transpose swapaxes swapdims movedim moveaxis squeeze unsqueeze t T mT
-cat concat concatenate stack hstack vstack dstack flip fliplr flipud channel_shuffle
-native_channel_shuffle""".split())
-# Ops that take sizes or bounds (view(b, 8, 64), x[:, :16]): a pruned model is checked there.
-# rms_norm: a normalized_shape held elsewhere than the weight's module would be stale.
-SIZED = frozenset(set(_MOVE + _SELECT + ["chunk", "rms_norm"]) - _SIZE_FREE)
-# max/min are reductions with one tensor and element-wise with two.
-RULES.update(max="max", min="min")
-
-
-def rule_for(name: str, args):
-    base = _base(name)
-    rule = RULES.get(base)
-    if base == "split" and isinstance(args[1] if len(args) > 1 else None, int):
-        rule = chunk
-    if rule in ("max", "min"):
-        rule = elementwise if len(args) > 1 and isinstance(args[1], torch.Tensor) else reduce
-    return rule
-
-
-# -- functional layers: F.linear(x, self.weight) and friends outside a known module ---------
-
-def _owned(ctx, tensor):
-    """[(module, name)] holding parameter `tensor`, or [] for a computed tensor."""
-    return ctx.owners.get(id(tensor), []) if isinstance(tensor, nn.Parameter) else []
-
-
-def _arg(args, kwargs, index, name):
-    return args[index] if len(args) > index else kwargs.get(name)
-
-
-def _pin_input(ctx, x, dim, out):
-    """A layer whose weight is computed (standardised, quantised...) keeps its channels."""
-    if ctx.labels(x) is not None:
-        ctx.uf.pin(ctx.labels(x))
-    for tensor in tensors_of(out):
-        ctx.set(tensor, None)
-
-
-def functional_linear(ctx, func, name, args, kwargs, out):
-    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
-    weights = _owned(ctx, weight)
-    if not weights:
-        return _pin_input(ctx, x, -1, out)
-    owner = weights[0][0]
-    attr_module = owner if isinstance(ctx.model.get_submodule(owner), nn.Linear) else None
-    layers.linear_core(ctx, ("param", id(weight)), x, out, weights, _owned(ctx, bias), attr_module)
-
-
-def functional_conv(ctx, func, name, args, kwargs, out):
-    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
-    weights = _owned(ctx, weight)
-    if not weights:
-        return _pin_input(ctx, x, 1, out)
-    transposed = "transpose" in name
-    groups = _arg(args, kwargs, 7 if transposed else 6, "groups") or 1
-    owner = weights[0][0]
-    attr_module = owner if isinstance(ctx.model.get_submodule(owner), _ConvNd) else None
-    layers.conv_core(ctx, ("param", id(weight)), x, out, weight, groups, transposed, weights,
-                     _owned(ctx, bias), attr_module)
-
-
-def functional_norm(ctx, func, name, args, kwargs, out):
-    """F.batch_norm / group_norm / layer_norm called by a module that rewrites forward."""
-    x = args[0]
-    weight = {"batch_norm": _arg(args, kwargs, 3, "weight"), "group_norm": _arg(args, kwargs, 2, "weight"),
-              "layer_norm": _arg(args, kwargs, 2, "weight")}.get(name)
-    owners = _owned(ctx, weight)
-    module = ctx.model.get_submodule(owners[0][0]) if owners else None
-    expected = {"batch_norm": nn.modules.batchnorm._BatchNorm, "group_norm": nn.GroupNorm,
-                "layer_norm": nn.LayerNorm}[name]
-    if not isinstance(module, expected):
-        return _pin_input(ctx, x, 1, out)
-    rule = {"batch_norm": layers.batch_norm, "group_norm": layers.group_norm,
-            "layer_norm": layers.layer_norm}[name]
-    rule(ctx, owners[0][0], module, (x,), {}, out)
-
-
-def rms_norm(ctx, func, name, args, kwargs, out):
-    """F.rms_norm(x, normalized_shape, weight): x * rsqrt(mean(x^2)) * weight. As for
-    LayerNorm, the statistic is recomputed over the channels that stay and the weight goes
-    with them; a `normalized_shape` attribute of the weight's module shrinks with them."""
-    x, shape, weight = args[0], _arg(args, kwargs, 1, "normalized_shape"), _arg(args, kwargs, 2, "weight")
-    target = tensors_of(out)[0]
-    if weight is None:
-        ctx.set(target, ctx.labels(x))
-    else:
-        elementwise(ctx, func, "mul", (x, weight), {}, target)
-    labels = ctx.labels(target)
-    owner = _owned(ctx, _param_of(ctx, weight)) if weight is not None else []
-    if labels is None or not owner or not isinstance(shape, (list, tuple)):
-        return
-    module = ctx.model.get_submodule(owner[0][0])
-    if tuple(getattr(module, "normalized_shape", ())) != tuple(shape):
-        return
-    first = x.dim() - len(shape)
-    for dim in range(first, x.dim()):
-        if labels.shape[dim] > 1:
-            ctx.attr(owner[0][0], "normalized_shape", ctx.channel(target, dim), position=dim - first)
-
-
-RULES.update(linear=functional_linear, batch_norm=functional_norm, group_norm=functional_norm,
-             layer_norm=functional_norm, rms_norm=rms_norm)
-RULES.update(dict.fromkeys(["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-                            "conv_transpose3d"], functional_conv))

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from prunekit._utils.inputs import tensors_of
 from prunekit.graph import ops
+from prunekit.graph.ops import _arg
 
 
 def unfold(ctx, func, name, args, kwargs, out):
@@ -37,7 +38,7 @@ def fold(ctx, func, name, args, kwargs, out):
 def tensor_unfold(ctx, func, name, args, kwargs, out):
     """x.unfold(dim, size, step): which entries form a window depends on the size of `dim`,
     so channels along it stay; elsewhere labels move as the data does."""
-    dim = ops._arg(args, kwargs, 1, "dimension")
+    dim = _arg(args, kwargs, 1, "dimension")
     ops._pin_along(ctx, args[0], [dim] if isinstance(dim, int) else None)
     ops.move(ctx, func, name, args, kwargs, out)
 
@@ -46,5 +47,3 @@ def _carries(ctx, x, dims) -> bool:
     labels = ctx.labels(x)
     return labels is not None and any(ops._pad(labels, x.dim()).shape[d] > 1 for d in dims)
 
-
-ops.RULES.update(unfold=unfold, fold=fold)

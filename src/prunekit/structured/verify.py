@@ -5,7 +5,7 @@ from torch import nn
 
 from prunekit._utils.inputs import tensors_of
 from prunekit._utils.modes import eval_mode
-from prunekit.graph import ops
+from prunekit.graph import rules
 from prunekit.graph.run import attributes_kept, meta_call, watch
 from prunekit.graph.spaces import spaces
 
@@ -43,7 +43,7 @@ def check(model: nn.Module, example_inputs, graph, removed, plan=None):
     """
     seen, failed = [], False
     removed = graph.removal(removed)
-    horizon = next((i for i, e in enumerate(graph.events) if e.op in ops.VALUE_DEPENDENT), len(graph.events))
+    horizon = next((i for i, e in enumerate(graph.events) if e.op in rules.VALUE_DEPENDENT), len(graph.events))
 
     def on_op(func, name, args, kwargs, out):
         if tensors_of(out):  # as Context.record: calls with no tensor out are not events
