@@ -239,8 +239,10 @@ def test_cli_compare_runs_on_an_npz(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "c.json").read_text())
     assert [r["method"] for r in result["runs"]] == ["magnitude-global"]
     assert result["runs"][0]["compression_ratio"] == pytest.approx(2.0, rel=0.01)
-    cached = [p.name for p in (tmp_path / "home" / "models").iterdir()]
-    assert len(cached) == 1 and cached[0].startswith("lenet300-npz-mine-")
+    cached = sorted(p.name for p in (tmp_path / "home" / "models").iterdir())
+    # the dense model and, beside it, its initial weights (the lottery methods rewind to them)
+    assert len(cached) == 2 and all(name.startswith("lenet300-npz-mine-") for name in cached)
+    assert cached[0].endswith(".initial.safetensors")
 
 
 def test_something_else_is_refused_in_one_line():
