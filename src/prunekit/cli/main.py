@@ -15,13 +15,14 @@ from prunekit.cli import (
     evaluate,
     export,
     finetune,
+    llm,
     prune,
     search,
     sensitivity,
 )
 from prunekit.errors import PruneError
 
-COMMANDS = (compare, prune, finetune, evaluate, export, sensitivity, search, data, env)
+COMMANDS = (compare, prune, finetune, evaluate, export, sensitivity, search, llm, data, env)
 
 
 def build_parser():

@@ -57,6 +57,9 @@ def perplexity(model, tokenizer, text: str, *, seq_len: int = 512, stride: int |
     """exp(mean NLL) of a causal LM over the text (see the module docstring); `max_tokens`
     scores only the text's first tokens. Returns the figure and its protocol."""
     check_count("seq_len", seq_len, 2)
+    if not (callable(getattr(model, "can_generate", None)) and model.can_generate()):
+        raise PruneError(f"perplexity needs a causal language model; {type(model).__name__} does not predict "
+                         "the next token")
     stride = seq_len if stride is None else check_count("stride", stride, 1)
     if stride > seq_len:
         raise PruneError(f"stride ({stride}) must not exceed seq_len ({seq_len}): tokens would go unscored")

@@ -1,0 +1,112 @@
+"""One-shot LLM pruning side by side: magnitude, Wanda and SparseGPT at 50 % and 2:4 (and
+Wanda uniform vs OWL at 70 %) on one model, one calibration set, one perplexity harness.
+
+Default model: Gemma-3 270M (`prunekit data fetch gemma3-270m`: the Q4_K_M GGUF dequantized,
+so its perplexities are not the published ones; the figures to read are ratios to the dense
+row of the same run). Text: the Python 3.11 docs (`prunekit data fetch python-docs`, PSF
+licence): calibration windows from the HOWTOs and FAQ, perplexity on the Tutorial, disjoint
+chapters. Each row runs in its own process (fresh model, its own peak RSS); rows record the
+calibration and evaluation protocol, the time of the pruning call and a greedy generation.
+
+    python benchmarks/llm_table.py [--model gemma3-270m|DIR] [--rows dense,magnitude@0.5,wanda@2:4,...]
+        [--n 64] [--seq-len 512] [--eval-tokens 32768] [--threads 2] [--json FILE]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+DEFAULT_ROWS = ("dense", "magnitude@0.5", "wanda@0.5", "sparsegpt@0.5", "magnitude@2:4", "wanda@2:4",
+                "sparsegpt@2:4", "magnitude@0.7", "wanda@0.7", "wanda@0.7+owl", "sparsegpt@0.7")
+PROMPT = "The Python tutorial explains how to"
+
+
+def parse_row(spec):
+    """"wanda@2:4" -> (method, sparsity, pattern, allocation)."""
+    if spec == "dense":
+        return "dense", 0.0, None, "uniform"
+    method, _, rest = spec.partition("@")
+    rest, _, owl = rest.partition("+")
+    pattern = rest if ":" in rest else None
+    sparsity = (int(rest.split(":")[1]) - int(rest.split(":")[0])) / int(rest.split(":")[1]) if pattern else float(rest)
+    return method, sparsity, pattern, "owl" if owl == "owl" else "uniform"
+
+
+def model_folder(name):
+    from prunekit.data import assets
+    return assets.require(name) if name in assets.MODELS else name
+
+
+def run_row(args, spec):
+    """One row, in this process: load, prune, time, perplexity, a generation sample."""
+    import torch
+
+    from prunekit import llm
+    from prunekit.data import assets
+    torch.set_num_threads(args.threads)
+    texts = assets.require("python-docs")
+    model, tokenizer = llm.load(model_folder(args.model))
+    method, sparsity, pattern, allocation = parse_row(spec)
+    row = {"model": args.model, "method": method, "pattern": pattern, "sparsity": sparsity,
+           "allocation": allocation, "seconds": 0.0}
+    if method != "dense":
+        batches = llm.calibration(tokenizer, (texts / "howto.txt").read_text(), n=args.n, seq_len=args.seq_len,
+                                  seed=args.seed)
+        start = time.perf_counter()
+        report = llm.prune(model, batches, method=method, sparsity=sparsity, pattern=pattern, allocation=allocation)
+        row["seconds"] = time.perf_counter() - start
+        row["achieved_sparsity"] = report.sparsity
+    row.update(llm.perplexity(model, tokenizer, (texts / "tutorial.txt").read_text(), seq_len=args.seq_len,
+                              max_tokens=args.eval_tokens))
+    ids = tokenizer(PROMPT, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=24, do_sample=False)
+    row["sample"] = tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    row["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row["calibration"] = {"text": "python-docs howto.txt", "sequences": args.n, "seq_len": args.seq_len,
+                          "seed": args.seed}
+    row["evaluation"] = {"text": "python-docs tutorial.txt", "max_tokens": args.eval_tokens}
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS))
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--eval-tokens", type=int, default=32768)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json")
+    parser.add_argument("--row", help=argparse.SUPPRESS)  # child mode: one row, JSON on stdout
+    args = parser.parse_args()
+    if args.row:
+        print("ROW " + json.dumps(run_row(args, args.row)), flush=True)
+        return
+    rows = []
+    for spec in args.rows.split(","):
+        child = ["--model", args.model, "--n", str(args.n), "--seq-len", str(args.seq_len), "--eval-tokens",
+                 str(args.eval_tokens), "--seed", str(args.seed), "--threads", str(args.threads)]
+        proc = subprocess.run([sys.executable, __file__, *child, "--row", spec], capture_output=True, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
+        if line is None:
+            print(f"{spec}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(line[4:]))
+        dense = rows[0]["perplexity"] if rows[0]["method"] == "dense" else None
+        r = rows[-1]
+        ratio = f"{r['perplexity'] / dense:6.2f}x" if dense else ""
+        print(f"{spec:<18} ppl {r['perplexity']:9.2f} {ratio} prune {r['seconds']:6.1f} s  "
+              f"peak {r['peak_rss'] / 2**30:.2f} GiB  | {r['sample'][:60]!r}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

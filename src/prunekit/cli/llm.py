@@ -1,0 +1,112 @@
+"""prunekit llm prune | evaluate: one-shot pruning of a Hugging Face model, and its perplexity.
+
+    prunekit llm prune --model gemma3-270m --method wanda --sparsity 0.5 --out pruned/
+    prunekit llm prune --model DIR --method sparsegpt --pattern 2:4 --calibration text.txt --out pruned/
+    prunekit llm evaluate --model pruned/ [--text FILE] [--json FILE]
+
+--model is a Hugging Face folder, a .gguf file, or a model fetched with `prunekit data fetch`
+(gemma3-270m, minilm-l6). Without --calibration / --text, the Python docs fetched with
+`prunekit data fetch python-docs` are used: calibration from the HOWTOs and FAQ, evaluation on
+the Tutorial (disjoint chapters). The pruned model is written with save_pretrained, tokenizer
+beside it, into a new folder (written under a temporary name, then renamed).
+"""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from prunekit.cli._args import positive_int, write_json
+from prunekit.errors import PruneError
+
+
+def add(add_parser, common):
+    p = add_parser("llm", help="one-shot Wanda / SparseGPT / magnitude pruning of a Hugging Face model; perplexity")
+    sub = p.add_subparsers(dest="llm_command", required=True)
+    pr = sub.add_parser("prune", parents=[common], help="prune block by block on calibration text, save_pretrained")
+    _model_args(pr)
+    pr.add_argument("--method", default="wanda", help="wanda (default), sparsegpt, magnitude")
+    pr.add_argument("--sparsity", type=float, default=0.5, help="fraction of each block's weights (default 0.5)")
+    pr.add_argument("--pattern", help="N:M, e.g. 2:4 (sets the sparsity)")
+    pr.add_argument("--owl", action="store_true", help="per-block sparsity by outliers (OWL) instead of uniform")
+    pr.add_argument("--calibration", help="a text file (default: the fetched python-docs HOWTOs)")
+    pr.add_argument("--n", type=positive_int, default=64, help="calibration sequences (default 64)")
+    pr.add_argument("--device", help="run each block there, e.g. cuda (default: where the model is)")
+    pr.add_argument("--out", required=True, help="a new folder for the pruned model")
+    pr.set_defaults(func=run_prune)
+    ev = sub.add_parser("evaluate", parents=[common], help="perplexity on a text")
+    _model_args(ev)
+    ev.add_argument("--text", help="a text file (default: the fetched python-docs Tutorial)")
+    ev.add_argument("--max-tokens", type=positive_int, help="score only the text's first tokens")
+    ev.add_argument("--stride", type=positive_int, help="window step (default: --seq-len, no overlap)")
+    ev.set_defaults(func=run_evaluate)
+
+
+def _model_args(p):
+    p.add_argument("--model", required=True, help="a Hugging Face folder, a .gguf file, gemma3-270m or minilm-l6")
+    p.add_argument("--seq-len", type=positive_int, default=512, help="tokens per sequence (default 512)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the figures here as JSON")
+
+
+def _load(name, quiet):
+    import transformers
+
+    from prunekit import llm
+    from prunekit.data import assets
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+    return llm.load(assets.require(name) if name in assets.MODELS else name)
+
+
+def _text(path, part):
+    from prunekit.data import assets
+    if path is None:
+        return (assets.require("python-docs") / part).read_text(), f"python-docs {part}"
+    return Path(path).read_text(), str(path)
+
+
+def run_prune(args):
+    from prunekit import llm
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise PruneError(f"--out {out} exists and is not empty: give a new folder")
+    model, tokenizer = _load(args.model, args.quiet)
+    text, source = _text(args.calibration, "howto.txt")
+    batches = llm.calibration(tokenizer, text, n=args.n, seq_len=args.seq_len, seed=args.seed)
+    report = llm.prune(model, batches, method=args.method, sparsity=args.sparsity, pattern=args.pattern,
+                       allocation="owl" if args.owl else "uniform", device=args.device)
+    _save_folder(model, tokenizer, out)
+    figures = {**vars(report), "model": args.model, "out": str(out), "calibration": {
+        "text": source, "sequences": args.n, "seq_len": args.seq_len, "seed": args.seed}}
+    if args.json:
+        write_json(args.json, figures)
+    print(f"{args.method}{' ' + args.pattern if args.pattern else ''}: {report.sparsity:.1%} of the blocks' "
+          f"weights zero, {report.seconds:.1f} s; saved to {out}")
+
+
+def _save_folder(model, tokenizer, out: Path) -> None:
+    """save_pretrained into a temporary folder beside `out`, renamed onto it when complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()  # checked empty before pruning
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_evaluate(args):
+    from prunekit import llm
+    model, tokenizer = _load(args.model, args.quiet)
+    text, source = _text(args.text, "tutorial.txt")
+    result = llm.perplexity(model, tokenizer, text, seq_len=args.seq_len, stride=args.stride,
+                            max_tokens=args.max_tokens)
+    result.update(model=args.model, text=source)
+    if args.json:
+        write_json(args.json, result)
+    print(f"perplexity {result['perplexity']:.3f} on {result['tokens']} tokens of {source} "
+          f"(windows of {result['seq_len']}, stride {result['stride']})")
