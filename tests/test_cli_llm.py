@@ -3,8 +3,8 @@ import json
 
 import pytest
 import transformers
-from llm_helpers import build, english, tiny_llama, tokenizer
 
+from llm_helpers import build, english, tiny_llama, tokenizer
 from prunekit.cli import main
 
 

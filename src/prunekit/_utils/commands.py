@@ -5,7 +5,7 @@ import subprocess
 def run(cmd, cwd=None):
     """Run `cmd`; None on success, else a one-line reason (its last line of output)."""
     try:
-        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if res.returncode == 0:

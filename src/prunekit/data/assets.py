@@ -21,8 +21,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from prunekit._utils.paths import home
 from prunekit._utils.commands import run
+from prunekit._utils.paths import home
 from prunekit.errors import PruneError
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def split_chapters(info: str) -> dict:
     marks dropped, so the text is what a reader of the chapter reads."""
     body = re.sub(r"\x1f\n?File: [^\n]*\n", "\n", info)
     body = re.sub(r"\n\* Menu:\n(?:\*[^\n]*\n|[ \t]+[^\n]*\n)*", "\n", body)
-    starts = [(int(m.group(1)), m.start()) for m in re.finditer(r"^(\d+) [A-Z][^\n]*\n\*{3,}\n", body, re.M)]
+    starts = [(int(m.group(1)), m.start()) for m in re.finditer(r"^(\d+) [A-Z][^\n]*\n\*{3,}\n", body, re.MULTILINE)]
     chapters = {}
     for (number, start), (_, stop) in zip(starts, starts[1:] + [(None, len(body))]):
         chapters.setdefault(number, body[start:stop].strip())
