@@ -5,11 +5,13 @@ uniform or OWL), block by block on calibration text; perplexity; offline loading
     model, tokenizer = llm.load("path/to/hf-folder")          # or a .gguf file
     batches = llm.calibration(tokenizer, text, n=64, seq_len=512, seed=0)
     llm.prune(model, batches, method="wanda", sparsity=0.5)    # pattern="2:4", allocation="owl"
+    llm.prune_structured(model, batches, heads=0.25, ffn=0.2, layers=2, recover=True)
     llm.perplexity(model, tokenizer, other_text)
 """
 from prunekit.llm.load import load
 from prunekit.llm.methods import METHODS
 from prunekit.llm.prune import LLMPruneReport, prune
+from prunekit.llm.structured import StructuredLLMReport, prune_structured
 from prunekit.llm.text import calibration, perplexity
 
 __all__ = ["METHODS", "LLMPruneReport", "calibration", "load", "perplexity", "prune"]

@@ -29,6 +29,19 @@ def matrix(module: nn.Module) -> torch.Tensor:
     return (weight.t() if _is_conv1d(module) else weight).float().clone()
 
 
+def replace_matrix(module: nn.Module, value: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    """Give the module a new (out, in) weight of any shape (and bias), updating its sizes."""
+    weight = module.weight
+    data = (value.t() if _is_conv1d(module) else value).to(weight.dtype).contiguous()
+    module.weight = nn.Parameter(data, requires_grad=weight.requires_grad)
+    if bias is not None and module.bias is not None:
+        module.bias = nn.Parameter(bias.to(module.bias.dtype).contiguous(), requires_grad=module.bias.requires_grad)
+    if _is_conv1d(module):
+        module.nf = value.shape[0]
+    else:
+        module.out_features, module.in_features = value.shape
+
+
 def set_matrix(module: nn.Module, value: torch.Tensor) -> None:
     """Write an (out, in) matrix back into the module's own layout and dtype."""
     weight = module.weight
@@ -42,18 +55,23 @@ class InputStats:
     def __init__(self, features: int, gram: bool, device=None):
         self.tokens = 0
         self.squares = torch.zeros(features, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(features, dtype=torch.float64, device=device)
         self.gram = torch.zeros(features, features, device=device) if gram else None
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).float()
         self.tokens += x.shape[0]
         self.squares += x.double().pow(2).sum(0)
+        self.sums += x.double().sum(0)
         if self.gram is not None:
             self.gram.addmm_(x.t(), x)
 
     def norms(self) -> torch.Tensor:
         """‖X_j‖₂ of every input feature j (float32)."""
         return self.squares.sqrt().float()
+
+    def mean(self) -> torch.Tensor:
+        return (self.sums / max(self.tokens, 1)).float()
 
     def hessian(self) -> torch.Tensor:
         """X^T X / tokens: the layer-wise reconstruction Hessian up to a factor of 2."""

@@ -62,11 +62,15 @@ def parse_pattern(pattern):
     return n, m
 
 
-def _check(model, batches, method, sparsity, pattern, allocation):
-    METHODS.get(method)
+def _check_batches(batches) -> None:
     if not isinstance(batches, torch.Tensor) or batches.dim() != 2 or batches.dtype != torch.long \
             or batches.shape[0] == 0:
         raise PruneError("batches must be a LongTensor of token ids (sequences, tokens): see llm.calibration")
+
+
+def _check(model, batches, method, sparsity, pattern, allocation):
+    METHODS.get(method)
+    _check_batches(batches)
     if allocation not in ALLOCATIONS:
         raise PruneError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     nm = parse_pattern(pattern)
