@@ -14,4 +14,5 @@ from prunekit.llm.prune import LLMPruneReport, prune
 from prunekit.llm.structured import StructuredLLMReport, prune_structured
 from prunekit.llm.text import calibration, perplexity
 
-__all__ = ["METHODS", "LLMPruneReport", "calibration", "load", "perplexity", "prune"]
+__all__ = ["METHODS", "LLMPruneReport", "StructuredLLMReport", "calibration", "load", "perplexity", "prune",
+           "prune_structured"]
