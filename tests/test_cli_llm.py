@@ -26,14 +26,29 @@ def test_prune_writes_a_folder_that_from_pretrained_reads(folder, tmp_path, meth
                  str(folder / "calibration.txt"), "--n", "8", "--seq-len", "64", "--out", str(out),
                  "--json", str(tmp_path / "r.json"), "--quiet"])
     assert code == 0
-    report = json.loads((tmp_path / "r.json").read_text())
+    figures = json.loads((tmp_path / "r.json").read_text())
+    report = figures["unstructured"]
     expected = 0.6 if "--owl" in extra else 0.5
-    assert report["sparsity"] == pytest.approx(expected, abs=0.01) and report["calibration"]["sequences"] == 8
+    assert report["sparsity"] == pytest.approx(expected, abs=0.01) and figures["calibration"]["sequences"] == 8
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     weights = [p for n, p in model.named_parameters() if "layers" in n and p.dim() == 2]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(report["sparsity"], abs=1e-6)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pruned")]
+
+
+def test_structured_flags_cut_heads_ffn_and_blocks_then_from_pretrained_reads_it(folder, tmp_path):
+    out = tmp_path / "slim"
+    code = main(["llm", "prune", "--model", str(folder / "model"), "--heads", "0.5", "--ffn", "0.25", "--layers", "1",
+                 "--recover", "--calibration", str(folder / "calibration.txt"), "--n", "4", "--seq-len", "32",
+                 "--out", str(out), "--json", str(tmp_path / "s.json"), "--quiet"])
+    assert code == 0
+    figures = json.loads((tmp_path / "s.json").read_text())
+    assert "unstructured" not in figures and len(figures["structured"]["removed_layers"]) == 1
+    config = transformers.AutoConfig.from_pretrained(out)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (1, 2, 96)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert sum(p.numel() for p in model.parameters()) == figures["structured"]["params_after"]
 
 
 def test_evaluate_prints_and_writes_the_perplexity_and_its_protocol(folder, tmp_path, capsys):

@@ -2,13 +2,15 @@
 
     prunekit llm prune --model gemma3-270m --method wanda --sparsity 0.5 --out pruned/
     prunekit llm prune --model DIR --method sparsegpt --pattern 2:4 --calibration text.txt --out pruned/
+    prunekit llm prune --model DIR --heads 0.25 --ffn 0.2 --layers 4 --recover --out slim/
     prunekit llm evaluate --model pruned/ [--text FILE] [--json FILE]
 
 --model is a Hugging Face folder, a .gguf file, or a model fetched with `prunekit data fetch`
 (gemma3-270m, minilm-l6). Without --calibration / --text, the Python docs fetched with
 `prunekit data fetch python-docs` are used: calibration from the HOWTOs and FAQ, evaluation on
 the Tutorial (disjoint chapters). The pruned model is written with save_pretrained, tokenizer
-beside it, into a new folder (written under a temporary name, then renamed).
+beside it, into a new folder (written under a temporary name, then renamed). Structured flags
+(--heads, --ffn, --layers, --recover) cut first; --method then also prunes weights one shot.
 """
 import os
 import shutil
@@ -24,10 +26,14 @@ def add(add_parser, common):
     sub = p.add_subparsers(dest="llm_command", required=True)
     pr = sub.add_parser("prune", parents=[common], help="prune block by block on calibration text, save_pretrained")
     _model_args(pr)
-    pr.add_argument("--method", default="wanda", help="wanda (default), sparsegpt, magnitude")
+    pr.add_argument("--method", help="wanda (the default without structured flags), sparsegpt, magnitude")
     pr.add_argument("--sparsity", type=float, default=0.5, help="fraction of each block's weights (default 0.5)")
     pr.add_argument("--pattern", help="N:M, e.g. 2:4 (sets the sparsity)")
     pr.add_argument("--owl", action="store_true", help="per-block sparsity by outliers (OWL) instead of uniform")
+    pr.add_argument("--heads", type=float, default=0.0, help="structured: fraction of key/value head groups to remove")
+    pr.add_argument("--ffn", type=float, default=0.0, help="structured: fraction of FFN neurons to remove")
+    pr.add_argument("--layers", type=int, default=0, help="structured: number of blocks to remove (least influence)")
+    pr.add_argument("--recover", action="store_true", help="structured: re-fit the layers reading removed units")
     pr.add_argument("--calibration", help="a text file (default: the fetched python-docs HOWTOs)")
     pr.add_argument("--n", type=positive_int, default=64, help="calibration sequences (default 64)")
     pr.add_argument("--device", help="run each block there, e.g. cuda (default: where the model is)")
@@ -73,15 +79,25 @@ def run_prune(args):
     model, tokenizer = _load(args.model, args.quiet)
     text, source = _text(args.calibration, "howto.txt")
     batches = llm.calibration(tokenizer, text, n=args.n, seq_len=args.seq_len, seed=args.seed)
-    report = llm.prune(model, batches, method=args.method, sparsity=args.sparsity, pattern=args.pattern,
-                       allocation="owl" if args.owl else "uniform", device=args.device)
-    _save_folder(model, tokenizer, out)
-    figures = {**vars(report), "model": args.model, "out": str(out), "calibration": {
+    figures = {"model": args.model, "out": str(out), "calibration": {
         "text": source, "sequences": args.n, "seq_len": args.seq_len, "seed": args.seed}}
+    structured = args.heads or args.ffn or args.layers
+    if structured:
+        report = llm.prune_structured(model, batches, heads=args.heads, ffn=args.ffn, layers=args.layers,
+                                      recover=args.recover, device=args.device)
+        figures["structured"] = vars(report)
+        print(f"structured: {report.params_before:,} -> {report.params_after:,} parameters "
+              f"(blocks removed {report.removed_layers}, heads {report.heads}, ffn {report.ffn}), {report.seconds:.1f} s")
+    if args.method or not structured:
+        report = llm.prune(model, batches, method=args.method or "wanda", sparsity=args.sparsity, pattern=args.pattern,
+                           allocation="owl" if args.owl else "uniform", device=args.device)
+        figures["unstructured"] = vars(report)
+        print(f"{report.method}{' ' + args.pattern if args.pattern else ''}: {report.sparsity:.1%} of the blocks' "
+              f"weights zero, {report.seconds:.1f} s")
+    _save_folder(model, tokenizer, out)
     if args.json:
         write_json(args.json, figures)
-    print(f"{args.method}{' ' + args.pattern if args.pattern else ''}: {report.sparsity:.1%} of the blocks' "
-          f"weights zero, {report.seconds:.1f} s; saved to {out}")
+    print(f"saved to {out}")
 
 
 def _save_folder(model, tokenizer, out: Path) -> None:
