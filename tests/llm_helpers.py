@@ -56,9 +56,9 @@ def tokenizer(text: str | None = None):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+                                  special_tokens=["<pad>"], show_progress=False)
     bpe.train_from_iterator([text or english()], trainer)
-    return T.PreTrainedTokenizerFast(tokenizer_object=bpe)
+    return T.PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>")
 
 
 def layer_inputs(model, layer, batches) -> torch.Tensor:

@@ -81,3 +81,19 @@ def test_load_reads_a_saved_folder_as_causal_lm_or_encoder(tmp_path):
         assert tok("hello")["input_ids"] == TOKENIZER("hello")["input_ids"]
     with pytest.raises(PruneError, match="no config.json"):
         llm.load(tmp_path)
+
+
+def test_encoder_agreement_is_perfect_for_the_same_model_and_drops_after_pruning(tmp_path):
+    from llm_helpers import build
+    model = build("bert")
+    texts = llm.sentences(TEXT, n=40)
+    assert len(set(texts)) == 40 and all(40 <= len(t) <= 300 for t in texts)
+    dense = llm.embed(model, TOKENIZER, texts, batch=16)
+    assert torch.allclose(dense.norm(dim=1), torch.ones(40))
+    same = llm.agreement(dense, llm.embed(model, TOKENIZER, texts, batch=7))  # batching does not matter
+    assert same["cosine"] == pytest.approx(1.0, abs=1e-5) and same["retrieval_top1"] == 1.0
+    llm.prune(model, llm.calibration(TOKENIZER, TEXT, n=4, seq_len=64), method="magnitude", sparsity=0.9)
+    pruned = llm.agreement(dense, llm.embed(model, TOKENIZER, texts))
+    assert pruned["cosine"] < 1 - 1e-4 and pruned["queries"] == 20 and pruned["corpus"] == 20
+    with pytest.raises(PruneError, match="sentences"):
+        llm.sentences("Too short.", n=5)

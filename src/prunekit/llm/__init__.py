@@ -8,11 +8,12 @@ uniform or OWL), block by block on calibration text; perplexity; offline loading
     llm.prune_structured(model, batches, heads=0.25, ffn=0.2, layers=2, recover=True)
     llm.perplexity(model, tokenizer, other_text)
 """
+from prunekit.llm.encoders import agreement, embed, sentences
 from prunekit.llm.load import load
 from prunekit.llm.methods import METHODS
 from prunekit.llm.prune import LLMPruneReport, prune
 from prunekit.llm.structured import StructuredLLMReport, prune_structured
 from prunekit.llm.text import calibration, perplexity
 
-__all__ = ["METHODS", "LLMPruneReport", "StructuredLLMReport", "calibration", "load", "perplexity", "prune",
-           "prune_structured"]
+__all__ = ["METHODS", "LLMPruneReport", "StructuredLLMReport", "agreement", "calibration", "embed", "load",
+           "perplexity", "prune", "prune_structured", "sentences"]
