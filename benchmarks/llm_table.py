@@ -24,10 +24,21 @@ DEFAULT_ROWS = ("dense", "magnitude@0.5", "wanda@0.5", "sparsegpt@0.5", "magnitu
 PROMPT = "The Python tutorial explains how to"
 
 
+def parse_structured(spec):
+    """"layers=4+ffn=0.2+recover" -> prune_structured's keywords."""
+    kwargs = {}
+    for part in spec.split("+"):
+        key, _, value = part.partition("=")
+        kwargs[key] = True if key == "recover" else int(value) if key == "layers" else float(value)
+    return kwargs
+
+
 def parse_row(spec):
     """"wanda@2:4" -> (method, sparsity, pattern, allocation)."""
     if spec == "dense":
         return "dense", 0.0, None, "uniform"
+    if "=" in spec:
+        return "structured", 0.0, None, "uniform"
     method, _, rest = spec.partition("@")
     rest, _, owl = rest.partition("+")
     pattern = rest if ":" in rest else None
@@ -40,8 +51,36 @@ def model_folder(name):
     return assets.require(name) if name in assets.MODELS else name
 
 
+def prune_row(model, batches, spec, row):
+    """Prune as the row says; the pruning call's time and what it reports go into the row."""
+    from prunekit import llm
+    method, sparsity, pattern, allocation = parse_row(spec)
+    start = time.perf_counter()
+    if method == "structured":
+        report = llm.prune_structured(model, batches, **parse_structured(spec))
+        row.update(structured=parse_structured(spec), params_before=report.params_before,
+                   params_after=report.params_after, removed_layers=report.removed_layers)
+    elif method != "dense":
+        row["achieved_sparsity"] = llm.prune(model, batches, method=method, sparsity=sparsity, pattern=pattern,
+                                             allocation=allocation).sparsity
+    row["seconds"] = time.perf_counter() - start if method != "dense" else 0.0
+
+
+def generation(model, tokenizer, row, tokens=48):
+    """A greedy sample, and decode speed: new tokens per second at batch 1 after a warm-up."""
+    import torch
+    ids = tokenizer(PROMPT, return_tensors="pt")
+    with torch.no_grad():
+        model.generate(**ids, max_new_tokens=4, do_sample=False)
+        start = time.perf_counter()
+        out = model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        row["tokens_per_s"] = tokens / (time.perf_counter() - start)
+    row["sample"] = tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
 def run_row(args, spec):
-    """One row, in this process: load, prune, time, perplexity, a generation sample."""
+    """One row, in this process: load, prune, time; perplexity and generation (causal LM) or
+    embedding agreement with the dense model (encoder)."""
     import torch
 
     from prunekit import llm
@@ -50,26 +89,37 @@ def run_row(args, spec):
     texts = assets.require("python-docs")
     model, tokenizer = llm.load(model_folder(args.model))
     method, sparsity, pattern, allocation = parse_row(spec)
-    row = {"model": args.model, "method": method, "pattern": pattern, "sparsity": sparsity,
-           "allocation": allocation, "seconds": 0.0}
-    if method != "dense":
-        batches = llm.calibration(tokenizer, (texts / "howto.txt").read_text(), n=args.n, seq_len=args.seq_len,
-                                  seed=args.seed)
-        start = time.perf_counter()
-        report = llm.prune(model, batches, method=method, sparsity=sparsity, pattern=pattern, allocation=allocation)
-        row["seconds"] = time.perf_counter() - start
-        row["achieved_sparsity"] = report.sparsity
-    row.update(llm.perplexity(model, tokenizer, (texts / "tutorial.txt").read_text(), seq_len=args.seq_len,
-                              max_tokens=args.eval_tokens))
-    ids = tokenizer(PROMPT, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=24, do_sample=False)
-    row["sample"] = tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    row = {"model": args.model, "method": method, "pattern": pattern, "sparsity": sparsity, "allocation": allocation}
+    evaluation = (texts / "tutorial.txt").read_text()
+    causal = model.can_generate()
+    if not causal:
+        sentences = llm.sentences(evaluation, n=args.sentences)
+        dense = llm.embed(model, tokenizer, sentences)
+    batches = llm.calibration(tokenizer, (texts / "howto.txt").read_text(), n=args.n, seq_len=args.seq_len,
+                              seed=args.seed)
+    prune_row(model, batches, spec, row)
+    if causal:
+        row.update(llm.perplexity(model, tokenizer, evaluation, seq_len=args.seq_len, max_tokens=args.eval_tokens))
+        generation(model, tokenizer, row)
+    else:
+        row.update(llm.agreement(dense, llm.embed(model, tokenizer, sentences)))
     row["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     row["calibration"] = {"text": "python-docs howto.txt", "sequences": args.n, "seq_len": args.seq_len,
                           "seed": args.seed}
-    row["evaluation"] = {"text": "python-docs tutorial.txt", "max_tokens": args.eval_tokens}
+    row["evaluation"] = {"text": "python-docs tutorial.txt", "max_tokens": args.eval_tokens} if causal else \
+        {"text": "python-docs tutorial.txt", "sentences": args.sentences}
     return row
+
+
+def summary(row, first, spec) -> str:
+    """One line per row: perplexity (and its ratio to the dense row) or embedding agreement."""
+    timing = f"prune {row['seconds']:6.1f} s  peak {row['peak_rss'] / 2**30:.2f} GiB"
+    if "perplexity" not in row:
+        return (f"{spec:<24} cosine {row['cosine']:.4f} top-1 {row['retrieval_top1']:.3f} "
+                f"in top-10 {row['retrieval_in_top10']:.3f}  {timing}")
+    ratio = f"{row['perplexity'] / first['perplexity']:7.2f}x" if first["method"] == "dense" else ""
+    return (f"{spec:<24} ppl {row['perplexity']:9.2f} {ratio} {timing} {row['tokens_per_s']:6.1f} tok/s"
+            f" | {row['sample'][:50]!r}")
 
 
 def main():
@@ -79,6 +129,7 @@ def main():
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-tokens", type=int, default=32768)
+    parser.add_argument("--sentences", type=int, default=512, help="encoders: sentences embedded")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
@@ -90,7 +141,8 @@ def main():
     rows = []
     for spec in args.rows.split(","):
         child = ["--model", args.model, "--n", str(args.n), "--seq-len", str(args.seq_len), "--eval-tokens",
-                 str(args.eval_tokens), "--seed", str(args.seed), "--threads", str(args.threads)]
+                 str(args.eval_tokens), "--seed", str(args.seed), "--threads", str(args.threads),
+                 "--sentences", str(args.sentences)]
         proc = subprocess.run([sys.executable, __file__, *child, "--row", spec], capture_output=True, text=True, check=False,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
@@ -98,11 +150,7 @@ def main():
             print(f"{spec}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         rows.append(json.loads(line[4:]))
-        dense = rows[0]["perplexity"] if rows[0]["method"] == "dense" else None
-        r = rows[-1]
-        ratio = f"{r['perplexity'] / dense:6.2f}x" if dense else ""
-        print(f"{spec:<18} ppl {r['perplexity']:9.2f} {ratio} prune {r['seconds']:6.1f} s  "
-              f"peak {r['peak_rss'] / 2**30:.2f} GiB  | {r['sample'][:60]!r}", flush=True)
+        print(summary(rows[-1], rows[0], spec), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
