@@ -97,3 +97,17 @@ def test_encoder_agreement_is_perfect_for_the_same_model_and_drops_after_pruning
     assert pruned["cosine"] < 1 - 1e-4 and pruned["queries"] == 20 and pruned["corpus"] == 20
     with pytest.raises(PruneError, match="sentences"):
         llm.sentences("Too short.", n=5)
+
+
+def test_with_a_bos_token_every_window_starts_with_it_and_every_token_is_scored():
+    tok = tokenizer()
+    tok.add_special_tokens({"bos_token": "<pad>"})  # any token id will do for the protocol
+    batches = llm.calibration(tok, TEXT, n=4, seq_len=32)
+    assert batches.shape == (4, 32) and (batches[:, 0] == tok.bos_token_id).all()
+    model = tiny_llama()
+    result = llm.perplexity(model, tok, TEXT, seq_len=64, max_tokens=300)
+    assert result["bos"] and result["tokens"] == 300 and result["windows"] == math.ceil(300 / 63)
+    ids = torch.tensor([tok.bos_token_id] + tok(TEXT, add_special_tokens=False)["input_ids"][:40])
+    one = llm.perplexity(model, tok, TEXT, seq_len=64, max_tokens=40)
+    assert one["tokens"] == 40 and one["perplexity"] == pytest.approx(reference_perplexity(model, ids), rel=1e-4)
+    assert llm.perplexity(model, tok, TEXT, seq_len=64, stride=16, max_tokens=300)["tokens"] == 300

@@ -2,11 +2,13 @@
 
 Calibration: `n` windows of `seq_len` tokens drawn at random (seeded, without replacement)
 from the tokenized text. Perplexity: the text tokenized once, scored in windows of `seq_len`
-tokens moved by `stride`. The default, stride = seq_len, is the papers' protocol (Wanda,
-SparseGPT): windows that do not overlap, each scoring its tokens after its first. With
-stride < seq_len the windows overlap and every token after the text's first is scored exactly
-once, with the context its window gives. The protocol and the count of tokens scored are
-returned with the figure, so results say how they were measured.
+tokens moved by `stride` (default: windows that do not overlap). Where the tokenizer has a BOS
+token, every window (calibration and evaluation) starts with it, as the model's inputs do in
+use, and every token of the text is scored, a window's first predicted from BOS alone (as
+lm-evaluation-harness's rolling windows do). Without a BOS token, a window's first token is
+context only: non-overlapping windows score all others (the Wanda and SparseGPT papers'
+protocol), and overlapping ones score every token after the text's first exactly once. The
+protocol and the count of tokens scored are returned with the figure.
 """
 import math
 
@@ -25,21 +27,31 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
     return ids[0].long()
 
 
+def _prefix(tokenizer) -> list:
+    """[BOS] where the tokenizer has one: each window starts as the model's inputs do in use
+    (Gemma, Llama expect it; without it their first positions behave unlike any real input)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [bos] if isinstance(bos, int) else []
+
+
 def calibration(tokenizer, text: str, n: int = 64, seq_len: int = 512, seed: int = 0) -> torch.Tensor:
-    """LongTensor (n, seq_len): n windows of the text, starts drawn with a seeded generator;
-    windows do not overlap where the text is long enough, and the text must hold n of them."""
+    """LongTensor (n, seq_len): n windows of the text (after the tokenizer's BOS token, where it
+    has one), starts drawn with a seeded generator; windows do not overlap, and the text must
+    hold n of them."""
     check_count("n", n, 1)
     check_count("seq_len", seq_len, 2)
-    ids = tokenize(tokenizer, text)
-    slots = ids.numel() // seq_len
+    ids, prefix = tokenize(tokenizer, text), _prefix(tokenizer)
+    width = seq_len - len(prefix)
+    slots = ids.numel() // width
     if slots < n:
-        raise PruneError(f"the calibration text has {ids.numel()} tokens: {n} windows of {seq_len} need "
-                         f"{n * seq_len}; give more text, or lower n or seq_len")
+        raise PruneError(f"the calibration text has {ids.numel()} tokens: {n} windows of {width} need "
+                         f"{n * width}; give more text, or lower n or seq_len")
     generator = torch.Generator().manual_seed(seed)
-    spare = ids.numel() - slots * seq_len
+    spare = ids.numel() - slots * width
     offset = int(torch.randint(spare + 1, (1,), generator=generator))
     chosen = torch.randperm(slots, generator=generator)[:n].sort().values
-    return torch.stack([ids[offset + s * seq_len: offset + (s + 1) * seq_len] for s in chosen.tolist()])
+    head = torch.tensor(prefix, dtype=torch.long)
+    return torch.stack([torch.cat([head, ids[offset + s * width: offset + (s + 1) * width]]) for s in chosen.tolist()])
 
 
 def _window_nll(model, ids: torch.Tensor, scored: int) -> float:
@@ -60,28 +72,33 @@ def perplexity(model, tokenizer, text: str, *, seq_len: int = 512, stride: int |
     if not (callable(getattr(model, "can_generate", None)) and model.can_generate()):
         raise PruneError(f"perplexity needs a causal language model; {type(model).__name__} does not predict "
                          "the next token")
-    stride = seq_len if stride is None else check_count("stride", stride, 1)
-    if stride > seq_len:
-        raise PruneError(f"stride ({stride}) must not exceed seq_len ({seq_len}): tokens would go unscored")
+    prefix = _prefix(tokenizer)
+    width = seq_len - len(prefix)  # text tokens per window
+    stride = width if stride is None else check_count("stride", stride, 1)
+    if stride > width:
+        raise PruneError(f"stride ({stride}) must not exceed the {width} text tokens of a window: tokens would "
+                         "go unscored")
     ids = tokenize(tokenizer, text)
     if max_tokens is not None:
         ids = ids[:check_count("max_tokens", max_tokens, 2)]
     if ids.numel() < 2:
         raise PruneError("the text is shorter than two tokens")
-    ids = ids.to(model_device(model))
+    device = model_device(model)
+    ids, head = ids.to(device), torch.tensor(prefix, dtype=torch.long, device=device)
+    lead = 0 if prefix else 1  # with BOS before it, a window's first token is predicted too
     was_training = model.training
     model.eval()
-    total, count, windows, end_prev = 0.0, 0, 0, 1
+    total, count, windows, end_prev = 0.0, 0, 0, lead
     try:
-        for start in range(0, ids.numel() - 1, stride):
-            end = min(start + seq_len, ids.numel())
-            scored = end - max(end_prev, start + 1)
+        for start in range(0, ids.numel() - lead, stride):
+            end = min(start + width, ids.numel())
+            scored = end - max(end_prev, start + lead)
             if scored > 0:
-                total += _window_nll(model, ids[start:end], scored)
+                total += _window_nll(model, torch.cat([head, ids[start:end]]), scored)
                 count, windows, end_prev = count + scored, windows + 1, end
             if end == ids.numel():
                 break
     finally:
         model.train(was_training)
     return {"perplexity": math.exp(total / count), "nll": total / count, "tokens": count,
-            "seq_len": seq_len, "stride": stride, "windows": windows}
+            "seq_len": seq_len, "stride": stride, "windows": windows, "bos": bool(prefix)}
