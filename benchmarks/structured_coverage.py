@@ -47,7 +47,7 @@ does, and timm attention's head_dim = qkv.out_features // (3 num_heads) as its t
         [--models resnet18,vit_b_16,timm/test_vit]
         [--max-params 200M] [--no-include-detection] [--no-include-segmentation]
         [--tools prunekit,torch_pruning] [--timeout 300] [--max-rss 16G] [--threads N]
-        [--json out.json]
+        [--json out.json] [--jsonl progress.jsonl]
 """
 import argparse
 import copy
@@ -390,6 +390,8 @@ def main():
     parser.add_argument("--max-rss", help="kill a child above this resident memory, e.g. 16G "
                         "(default: 80%% of the machine's memory)")
     parser.add_argument("--json")
+    parser.add_argument("--jsonl", help="append each model's records here as it finishes; models already there "
+                        "are skipped, so the same command resumes an interrupted run")
     args = parser.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
     tools = [t for t in args.tools.split(",") if t]
@@ -404,12 +406,18 @@ def main():
     print(f"{'':>38} {'':>5} | {'prunekit (after/dense)':^18} | {'Torch-Pruning':^18} |")
     print(f"{'model':>38} {'ratio':>5} | {'param':>5} {'MACs':>5} {'sec':>6} | "
           f"{'param':>5} {'MACs':>5} {'sec':>6} | status")
-    records = []
+    records = _resumed(args.jsonl, tasks, tools, ratios)
+    done = {r["model"] for r in records}
     for name, task in tasks.items():
+        if name in done:
+            continue
         mine = []
         for tool in tools:
             mine += run_tool(__file__, name, task, tool, ratios, args.timeout, args.threads, max_rss)
         records += mine
+        if args.jsonl:  # a run longer than a session continues from here (same command again)
+            with open(args.jsonl, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in mine)
         for ratio in ratios:
             print_row(name, ratio, {r["tool"]: r for r in mine if r["ratio"] == ratio})
     lines = summary(records, tools, ratios)
@@ -420,6 +428,19 @@ def main():
             "timm_modules": timm_modules, "skipped": skipped, "summary": lines,
             "wall_s": time.time() - started, "versions": _versions(), "records": records}, indent=2))
     return records
+
+
+def _resumed(path, tasks, tools, ratios) -> list:
+    """Records already in --jsonl for models of this run with every tool and ratio done."""
+    if not path or not Path(path).exists():
+        return []
+    found = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    need = {(t, r) for t in tools for r in ratios}
+    complete = {m for m in {r["model"] for r in found}
+                if need <= {(r["tool"], r["ratio"]) for r in found if r["model"] == m}}
+    kept = [r for r in found if r["model"] in complete and r["model"] in tasks]
+    print(f"resuming: {len(complete & set(tasks))} models already in {path}")
+    return kept
 
 
 def _versions():
