@@ -26,6 +26,7 @@ from prunekit.graph import analyze
 from prunekit.structured import blocks
 from prunekit.structured.choose import Options, choose_global, choose_layer, keep_one_per_layer
 from prunekit.structured.hf_config import sync_config
+from prunekit.structured.recover import refit
 from prunekit.structured.removed import record_removed
 from prunekit.structured.repair import apply_checked
 from prunekit.targets import resolve_ignore
@@ -43,6 +44,7 @@ class StructuredResult:
     params_after: int = 0
     kept_fixed: list = field(default_factory=list)  # "op in module" whose channels had to stay
     blocks: list = field(default_factory=list)      # granularity "layer": the removed blocks
+    recovered: list = field(default_factory=list)   # recover=True: the layers re-fitted
 
 
 def _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps):
@@ -101,7 +103,7 @@ def channel_spaces(model, example_inputs, *, ignore=None) -> dict:
 
 def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance=None,
                      scope="layer", ignore=None, round_to=1, calibration=None, overrides=None,
-                     max_ratio=1.0, steps=1, seed=None) -> StructuredResult:
+                     max_ratio=1.0, steps=1, seed=None, recover=False) -> StructuredResult:
     """Remove `ratio` of the channels of every channel space (in place; the model is returned).
 
     scope "layer" takes `ratio` from each space; "global" takes `ratio` of all units, the
@@ -115,6 +117,10 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     granularity "channel" removes channels/filters/neurons (importance default "l2"),
     "head" attention heads (default "l2"), "layer" whole residual blocks: `ratio` of them,
     by "block_influence" (default, on `calibration` or the example inputs) or "random".
+
+    `recover=True` (channels and heads): every Conv/Linear that lost input channels is re-fitted
+    by least squares to give the dense layer's outputs on `calibration` (or the example inputs),
+    with no training data (structured/recover.py); it keeps a copy of the dense model meanwhile.
     """
     overrides = {} if overrides is None else overrides
     _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
@@ -129,6 +135,7 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     criterion = get_channel(importance or "l2")
     options = Options(ratio, round_to, max_ratio, overrides)
     chooser = choose_layer if scope == "layer" else choose_global
+    dense = copy.deepcopy(model) if recover else None
     snapshot = surgery.Snapshot(list(model.modules())) if steps > 1 else None
     try:
         _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser,
@@ -137,6 +144,10 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
         if snapshot is not None:  # one step restores itself; a later step's failure undoes all
             snapshot.restore()
         raise
+    if recover:
+        with eval_mode(model), eval_mode(dense):
+            result.recovered = refit(model, dense, calibration if calibration is not None else [inputs],
+                                     result.removed)
     return _done(model, result)
 
 

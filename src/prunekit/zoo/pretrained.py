@@ -11,6 +11,10 @@ from prunekit.errors import PruneError
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")                  # evaluated
 CALIBRATION_PHOTOS = ("hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
+# Natural scenes (gray ones repeated over RGB), none of them among PHOTOS: what calibration-only
+# recovery fits on (its fit is only as general as what it sees).
+NATURAL_PHOTOS = ("camera", "moon", "clock", "coins", "brick", "grass", "gravel", "page", "cell",
+                  "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
 
 
 def efficientnet_lite0():
@@ -29,6 +33,16 @@ def efficientnet_lite0():
     return model.eval()
 
 
+def _rgb(image) -> np.ndarray:
+    """uint8 (H, W, 3) from a skimage sample: gray repeated, alpha dropped, a stereo pair's left."""
+    if isinstance(image, tuple):
+        image = image[0]
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = (255 * (image - image.min()) / max(float(np.ptp(image)), 1e-12)).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+
 def photo_batch(model, names=PHOTOS, views=6):
     """`views` crops/flips of each photo, preprocessed as the model expects: (N, 3, H, W)."""
     import skimage.data
@@ -37,7 +51,7 @@ def photo_batch(model, names=PHOTOS, views=6):
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
     batch = []
     for name in names:
-        image = Image.fromarray(np.asarray(getattr(skimage.data, name)())[..., :3])
+        image = Image.fromarray(_rgb(getattr(skimage.data, name)()))
         width, height = image.size
         for view in range(views):
             scale = 1.0 - 0.35 * (view // 2) / max(1, views // 2 - 1) if views > 2 else 1.0
