@@ -124,13 +124,43 @@ def hf_models():
     }
 
 
+# What each config can describe after pk.prune_structured (the rest is refused by default):
+# Llama-style configs take the new widths and head counts; BERT's and GPT-2's derive the head
+# size from hidden / heads; no config says which blocks of a ModuleList were taken out.
+DESCRIBED = {("bert", "channel"), ("llama_gqa", "channel"), ("llama_gqa", "head"), ("gemma3", "channel"),
+             ("gemma3", "head")}
+
+
 @pytest.mark.parametrize("granularity", ["channel", "head", "layer"])
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama_gqa", "gemma3"])
-def test_hugging_face(name, granularity, tmp_path):
+def test_hugging_face_cut_is_refused_unless_its_config_describes_it(name, granularity, tmp_path):
     torch.manual_seed(0)
     model = hf_models()[name]()
     ids = torch.randint(0, 100, (1, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    if (name, granularity) not in DESCRIBED:
+        with pytest.raises(pk.PruneError, match="config cannot describe the pruned shapes"):
+            pk.prune_structured(model, (ids,), ratio=0.5, granularity=granularity)
+        assert model.config.to_dict() == config and model.state_dict().keys() == before.keys()
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        return
     prune_and_check(model, (ids,), check_macs=name != "gpt2", ratio=0.5, granularity=granularity)
+    model.save_pretrained(tmp_path / "hf")
+    again = type(model).from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        assert torch.allclose(tensors_of(again(ids))[0], tensors_of(model.eval()(ids))[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "head", "layer"])
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama_gqa", "gemma3"])
+def test_hugging_face(name, granularity, tmp_path):
+    """Any cut, with require_config=False: pk.save / pk.load keep what the config cannot say."""
+    torch.manual_seed(0)
+    model = hf_models()[name]()
+    ids = torch.randint(0, 100, (1, 8))
+    prune_and_check(model, (ids,), check_macs=name != "gpt2", ratio=0.5, granularity=granularity,
+                    require_config=False)
     backward(model, (ids,))
     pk.save(model.eval(), tmp_path / "m.safetensors")
     loaded = pk.load(tmp_path / "m.safetensors", model=hf_models()[name]()).eval()

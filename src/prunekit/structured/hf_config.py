@@ -5,9 +5,14 @@ Structured pruning changes hidden size, MLP width and head counts; `config` is w
 agrees (uniform pruning); otherwise the config keeps its value and a warning says so
 (pk.save / pk.load keep per-layer shapes either way).
 """
+import copy
 import logging
+import warnings
 
+import torch
 from torch import nn
+
+from prunekit.errors import PruneError
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +64,47 @@ def sync_config(model) -> None:
              [getattr(m, "num_attention_heads", None) for m in modules.values()] +
              [getattr(m, "num_heads", None) for m in modules.values() if hasattr(m, "c_attn")])
     _uniform(config, "num_key_value_heads", [m.k_proj.out_features // m.head_dim for m in attention])
+
+
+def undescribed(model) -> list:
+    """For a Hugging Face model, "name: pruned shape, config gives shape" for every weight whose
+    shape the model's own config would not rebuild (what from_pretrained would refuse or
+    re-initialise); [] for a model without a config, or one fully described."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict") or not hasattr(model, "save_pretrained"):
+        return []
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rebuilt = type(model)(copy.deepcopy(config))
+    expected = {name: tuple(t.shape) for name, t in rebuilt.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    wrong = [f"{name}: {shape}, config gives {expected.get(name)}" for name, shape in found.items()
+             if name in expected and expected[name] != shape]
+    wrong += [f"{name}: not in a model built from the config" for name in found if name not in expected]
+    wrong += [f"{name}: missing (the config builds it)" for name in expected if name not in found]
+    return wrong
+
+
+class ConfigGuard:
+    """Taken before pruning a Hugging Face model: `check` restores the model and its config and
+    raises where the pruned shapes are ones the config cannot describe."""
+
+    def __init__(self, model):
+        from prunekit import surgery
+        self.model = model
+        self.hf = bool(getattr(model, "config", None) is not None and hasattr(model, "save_pretrained"))
+        self.snapshot = surgery.Snapshot(list(model.modules())) if self.hf else None
+        self.config = copy.deepcopy(vars(model.config)) if self.hf else None
+
+    def check(self, result):
+        wrong = undescribed(self.model) if self.hf else []
+        if wrong:
+            self.snapshot.restore()
+            vars(self.model.config).clear()
+            vars(self.model.config).update(self.config)
+            raise PruneError(
+                f"{type(self.model).__name__}: its config cannot describe the pruned shapes ({wrong[0]}; "
+                f"{len(wrong)} tensors in all), so from_pretrained could not rebuild it. For transformers, "
+                "prunekit.llm.prune_structured removes heads, FFN neurons and blocks uniformly; or pass "
+                "require_config=False and save with pk.save / load with pk.load")
+        return result

@@ -25,7 +25,7 @@ from prunekit.errors import PruneError
 from prunekit.graph import analyze
 from prunekit.structured import blocks
 from prunekit.structured.choose import Options, choose_global, choose_layer, keep_one_per_layer
-from prunekit.structured.hf_config import sync_config
+from prunekit.structured.hf_config import ConfigGuard, sync_config
 from prunekit.structured.recover import refit
 from prunekit.structured.removed import record_removed
 from prunekit.structured.repair import apply_checked
@@ -103,7 +103,7 @@ def channel_spaces(model, example_inputs, *, ignore=None) -> dict:
 
 def prune_structured(model, example_inputs, *, ratio, granularity="channel", importance=None,
                      scope="layer", ignore=None, round_to=1, calibration=None, overrides=None,
-                     max_ratio=1.0, steps=1, seed=None, recover=False) -> StructuredResult:
+                     max_ratio=1.0, steps=1, seed=None, recover=False, require_config=True) -> StructuredResult:
     """Remove `ratio` of the channels of every channel space (in place; the model is returned).
 
     scope "layer" takes `ratio` from each space; "global" takes `ratio` of all units, the
@@ -121,17 +121,22 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     `recover=True` (channels and heads): every Conv/Linear that lost input channels is re-fitted
     by least squares to give the dense layer's outputs on `calibration` (or the example inputs),
     with no training data (structured/recover.py); it keeps a copy of the dense model meanwhile.
+
+    A Hugging Face model must stay describable by its config (from_pretrained rebuilds it):
+    a cut the config cannot describe is refused and the model restored, unless
+    `require_config=False` (then save with pk.save, load with pk.load).
     """
     overrides = {} if overrides is None else overrides
     _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
     inputs = as_inputs(example_inputs)
     ignored = resolve_ignore(model, ignore)
     result = StructuredResult(model, params_before=param_count(model))
+    whole = ConfigGuard(model) if require_config else None
     if granularity == "layer":
         _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
         result.params_after = param_count(model)
         sync_config(model)
-        return result
+        return whole.check(result) if whole else result
     criterion = get_channel(importance or "l2")
     options = Options(ratio, round_to, max_ratio, overrides)
     chooser = choose_layer if scope == "layer" else choose_global
@@ -148,7 +153,8 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
         with eval_mode(model), eval_mode(dense):
             result.recovered = refit(model, dense, calibration if calibration is not None else [inputs],
                                      result.removed)
-    return _done(model, result)
+    _done(model, result)
+    return whole.check(result) if whole else result
 
 
 def prune_units(model, example_inputs, graph, units) -> StructuredResult:

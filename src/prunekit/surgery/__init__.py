@@ -45,22 +45,24 @@ def cuts(model: nn.Module, graph, removed) -> Cuts:
 
 
 class Snapshot:
-    """Every tensor and attribute of some modules, to put back if a later step fails."""
+    """Every tensor, child and attribute of some modules, to put back if a later step fails."""
 
     def __init__(self, modules):
         self.saved = []
         for module in modules:
-            self.saved.append((module, dict(module._parameters), dict(module._buffers),
+            self.saved.append((module, dict(module._parameters), dict(module._buffers), dict(module._modules),
                                {k: v for k, v in vars(module).items() if not k.startswith("_")}))
             for container in getattr(module, "parametrizations", {}).values():
                 self.saved.extend(Snapshot(list(container.modules())).saved)
 
     def restore(self) -> None:
-        for module, params, buffers, attrs in self.saved:
+        for module, params, buffers, children, attrs in self.saved:
             module._parameters.clear()
             module._parameters.update(params)
             module._buffers.clear()
             module._buffers.update(buffers)
+            module._modules.clear()
+            module._modules.update(children)
             for key in [k for k in vars(module) if not k.startswith("_") and k not in attrs]:
                 delattr(module, key)
             vars(module).update(attrs)
