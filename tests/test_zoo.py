@@ -126,9 +126,9 @@ def hf_models():
 
 # What each config can describe after pk.prune_structured (the rest is refused by default):
 # Llama-style configs take the new widths and head counts; BERT's and GPT-2's derive the head
-# size from hidden / heads; no config says which blocks of a ModuleList were taken out.
+# size from hidden / heads; removed blocks leave the block list and its count in the config.
 DESCRIBED = {("bert", "channel"), ("llama_gqa", "channel"), ("llama_gqa", "head"), ("gemma3", "channel"),
-             ("gemma3", "head")}
+             ("gemma3", "head"), ("bert", "layer"), ("gpt2", "layer"), ("llama_gqa", "layer"), ("gemma3", "layer")}
 
 
 @pytest.mark.parametrize("granularity", ["channel", "head", "layer"])

@@ -23,7 +23,6 @@ FFN_LAYOUTS = (  # (in layers, out layer, fused gate+up) relative to the block
     (("ffn.lin1",), "ffn.lin2", False),
 )
 FFN_FIELDS = ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")
-LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from prunekit.llm import families
 from prunekit.llm.blocks import find_blocks, model_device, on_device
 from prunekit.llm.layers import collect, matrix, replace_matrix
 from prunekit.llm.prune import _calibrate, _check_batches
+from prunekit.structured.hf_config import drop_blocks
 
 log = logging.getLogger(__name__)
 RIDGE = 1e-4  # of the mean diagonal, added to the kept inputs' covariance: a stable solve
@@ -179,21 +180,6 @@ def _cut_ffn(block, stats, neurons: int, recover: bool) -> list:
     return _removed(keep, width)
 
 
-def _remove_blocks(model, name, blocks, drop: list) -> None:
-    """Delete blocks; renumber the layer index the KV cache is keyed by; update the config."""
-    kept = [b for i, b in enumerate(blocks) if i not in drop]
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, nn.ModuleList(kept))
-    for index, block in enumerate(kept):
-        for module in block.modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = index
-    config = model.config
-    families.set_config(config, families.LAYER_FIELDS, len(kept))
-    if isinstance(getattr(config, "layer_types", None), list):
-        config.layer_types = [t for i, t in enumerate(config.layer_types) if i not in drop]
-
-
 def _update_config(model, block, groups: int, neurons: int) -> tuple:
     """Write the (uniform) cut sizes of a kept `block` into the config."""
     config = model.config
@@ -238,7 +224,7 @@ def prune_structured(model: nn.Module, batches: torch.Tensor, *, heads: float = 
         kept = [b for i, b in enumerate(blocks) if i not in report.removed_layers]
         report.heads, report.ffn = _update_config(model, kept[0], groups, neurons)
         if layers:
-            _remove_blocks(model, name, blocks, report.removed_layers)
+            drop_blocks(model, name, report.removed_layers)
     finally:
         model.train(was_training)
     report.params_after = sum(p.numel() for p in model.parameters())

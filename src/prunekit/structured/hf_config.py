@@ -108,3 +108,37 @@ class ConfigGuard:
                 "prunekit.llm.prune_structured removes heads, FFN neurons and blocks uniformly; or pass "
                 "require_config=False and save with pk.save / load with pk.load")
         return result
+
+
+LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers")
+
+
+def drop_blocks(model, list_name: str, drop) -> None:
+    """Delete entries `drop` of the block list `list_name`; renumber the layer index the KV
+    cache is keyed by; the config's block count and per-layer `layer_types` follow."""
+    blocks = model.get_submodule(list_name)
+    kept = [b for i, b in enumerate(blocks) if i not in set(drop)]
+    parent, _, attr = list_name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, nn.ModuleList(kept))
+    for index, block in enumerate(kept):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = index
+    config = model.config
+    for field in LAYER_FIELDS:
+        if getattr(config, field, None) == len(blocks):
+            setattr(config, field, len(kept))
+    if isinstance(getattr(config, "layer_types", None), list) and len(config.layer_types) == len(blocks):
+        config.layer_types = [t for i, t in enumerate(config.layer_types) if i not in set(drop)]
+
+
+def compact_skips(model, is_skip) -> None:
+    """A Hugging Face model whose removed blocks were replaced by skips: take them out of the
+    block list the config counts, so that the config describes the model (from_pretrained)."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "save_pretrained"):
+        return
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.ModuleList) and any(is_skip(child) for child in module) and \
+                any(getattr(config, f, None) == len(module) for f in LAYER_FIELDS):
+            drop_blocks(model, name, [i for i, child in enumerate(module) if is_skip(child)])

@@ -25,7 +25,7 @@ from prunekit.errors import PruneError
 from prunekit.graph import analyze
 from prunekit.structured import blocks
 from prunekit.structured.choose import Options, choose_global, choose_layer, keep_one_per_layer
-from prunekit.structured.hf_config import ConfigGuard, sync_config
+from prunekit.structured.hf_config import ConfigGuard, compact_skips, sync_config
 from prunekit.structured.recover import refit
 from prunekit.structured.removed import record_removed
 from prunekit.structured.repair import apply_checked
@@ -134,6 +134,8 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     whole = ConfigGuard(model) if require_config else None
     if granularity == "layer":
         _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
+        if require_config:  # a Hugging Face model: its config counts the blocks left
+            compact_skips(model, lambda m: isinstance(m, blocks.Skip))
         result.params_after = param_count(model)
         sync_config(model)
         return whole.check(result) if whole else result
