@@ -57,11 +57,10 @@ def calibration(tokenizer, text: str, n: int = 64, seq_len: int = 512, seed: int
 def _window_nll(model, ids: torch.Tensor, scored: int) -> float:
     """Summed negative log-likelihood of the last `scored` tokens of one window."""
     with torch.no_grad():
-        logits = model(input_ids=ids.unsqueeze(0), use_cache=False).logits[0].float()
-    targets = ids[1:]
-    logprobs = torch.log_softmax(logits[:-1], dim=-1)
-    nll = -logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
-    return float(nll[-scored:].sum())
+        logits = model(input_ids=ids.unsqueeze(0), use_cache=False).logits[0]
+        # position i predicts token i+1: the last `scored` predictions are logits[-scored-1:-1]
+        predicted = logits[-scored - 1:-1].float()
+        return float(torch.nn.functional.cross_entropy(predicted, ids[-scored:], reduction="sum"))
 
 
 def perplexity(model, tokenizer, text: str, *, seq_len: int = 512, stride: int | None = None,
