@@ -131,12 +131,19 @@ DESCRIBED = {("bert", "channel"), ("llama_gqa", "channel"), ("llama_gqa", "head"
              ("gemma3", "head"), ("bert", "layer"), ("gpt2", "layer"), ("llama_gqa", "layer"), ("gemma3", "layer")}
 
 
-@pytest.mark.parametrize("granularity", ["channel", "head", "layer"])
-@pytest.mark.parametrize("name", ["bert", "gpt2", "llama_gqa", "gemma3"])
-def test_hugging_face_cut_is_refused_unless_its_config_describes_it(name, granularity, tmp_path):
+HF_CUTS = pytest.mark.parametrize("name, granularity", [(n, g) for n in ("bert", "gpt2", "llama_gqa", "gemma3")
+                                                          for g in ("channel", "head", "layer")])
+
+
+def hf_model(name):
+    """(the seeded model, token ids) of one hf_models() entry."""
     torch.manual_seed(0)
-    model = hf_models()[name]()
-    ids = torch.randint(0, 100, (1, 8))
+    return hf_models()[name](), torch.randint(0, 100, (1, 8))
+
+
+@HF_CUTS
+def test_hugging_face_cut_is_refused_unless_its_config_describes_it(name, granularity, tmp_path):
+    model, ids = hf_model(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     config = model.config.to_dict()
     if (name, granularity) not in DESCRIBED:
@@ -152,13 +159,10 @@ def test_hugging_face_cut_is_refused_unless_its_config_describes_it(name, granul
         assert torch.allclose(tensors_of(again(ids))[0], tensors_of(model.eval()(ids))[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("granularity", ["channel", "head", "layer"])
-@pytest.mark.parametrize("name", ["bert", "gpt2", "llama_gqa", "gemma3"])
+@HF_CUTS
 def test_hugging_face(name, granularity, tmp_path):
     """Any cut, with require_config=False: pk.save / pk.load keep what the config cannot say."""
-    torch.manual_seed(0)
-    model = hf_models()[name]()
-    ids = torch.randint(0, 100, (1, 8))
+    model, ids = hf_model(name)
     prune_and_check(model, (ids,), check_macs=name != "gpt2", ratio=0.5, granularity=granularity,
                     require_config=False)
     backward(model, (ids,))
