@@ -12,8 +12,9 @@ from prunekit.llm.encoders import agreement, embed, sentences
 from prunekit.llm.load import load
 from prunekit.llm.methods import METHODS
 from prunekit.llm.prune import LLMPruneReport, prune
+from prunekit.llm.sharded import prune_sharded
 from prunekit.llm.structured import StructuredLLMReport, prune_structured
 from prunekit.llm.text import calibration, perplexity
 
 __all__ = ["METHODS", "LLMPruneReport", "StructuredLLMReport", "agreement", "calibration", "embed", "load",
-           "perplexity", "prune", "prune_structured", "sentences"]
+           "perplexity", "prune", "prune_sharded", "prune_structured", "sentences"]

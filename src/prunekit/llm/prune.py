@@ -80,11 +80,16 @@ def _check(model, batches, method, sparsity, pattern, allocation):
         check_range("sparsity", sparsity, 0.0, 1.0, "[)")
     _, blocks = find_blocks(model)
     for index, block in enumerate(blocks):
-        for name, layer in block_layers(block).items():
-            if nm is not None and matrix(layer).shape[1] % nm[1]:
-                raise PruneError(f"block {index} {name}: {matrix(layer).shape[1]} inputs are not a multiple "
-                                 f"of M={nm[1]} for pattern {pattern}")
+        check_pattern_fits(index, block, nm, pattern)
     return nm
+
+
+def check_pattern_fits(index, block, nm, pattern) -> None:
+    """Every pruned matrix of the block has a multiple of M inputs (N:M groups run along them)."""
+    for name, layer in block_layers(block).items():
+        if nm is not None and matrix(layer).shape[1] % nm[1]:
+            raise PruneError(f"block {index} {name}: {matrix(layer).shape[1]} inputs are not a multiple "
+                             f"of M={nm[1]} for pattern {pattern}")
 
 
 def _run_all(block: nn.Module, call: BlockCall, inputs: list) -> list:

@@ -1,0 +1,60 @@
+"""llm.prune_sharded: a model pruned block by block from its safetensors shards, never whole in
+memory, gives exactly what llm.prune gives on the whole model."""
+import copy
+import gc
+import weakref
+
+import pytest
+import torch
+
+from llm_helpers import build
+from prunekit import PruneError, llm
+from prunekit.llm import sharded
+
+BATCHES = torch.randint(3, 200, (4, 32), generator=torch.Generator().manual_seed(5))
+DECODERS = ["llama", "gemma3", "qwen2", "qwen3", "mistral", "phi3", "gpt2"]
+
+
+@pytest.mark.parametrize("family", DECODERS)
+@pytest.mark.parametrize("method, pattern", [("wanda", None), ("sparsegpt", "2:4")])
+def test_streamed_pruning_equals_pruning_the_whole_model(family, method, pattern, tmp_path):
+    model = build(family)
+    model.save_pretrained(tmp_path / "in", max_shard_size="40KB")
+    assert len(list((tmp_path / "in").glob("*.safetensors"))) > 3
+    whole = copy.deepcopy(model)
+    expected = llm.prune(whole, BATCHES, method=method, pattern=pattern)
+    report = llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES, method=method, pattern=pattern)
+    assert report.sparsity == expected.sparsity and len(report.blocks) == len(expected.blocks)
+    again = type(model).from_pretrained(tmp_path / "out").eval()
+    for (name, a), (_, b) in zip(whole.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_only_one_block_is_in_memory_at_a_time(tmp_path, monkeypatch):
+    build("llama").save_pretrained(tmp_path / "in", max_shard_size="40KB")
+    alive, most = [], []
+    load = sharded._load_block
+
+    def counted(*args):
+        gc.collect()
+        most.append(sum(ref() is not None for ref in alive))
+        block = load(*args)
+        alive.append(weakref.ref(block))
+        return block
+
+    monkeypatch.setattr(sharded, "_load_block", counted)
+    llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES)
+    assert len(most) == 2 and max(most) == 0  # the previous block is gone before the next is read
+
+
+def test_bad_requests_write_nothing(tmp_path):
+    build("llama").save_pretrained(tmp_path / "in")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(PruneError, match="not empty"):
+        llm.prune_sharded(tmp_path / "in", tmp_path / "full", BATCHES)
+    with pytest.raises(PruneError, match="no model.safetensors"):
+        llm.prune_sharded(tmp_path, tmp_path / "out", BATCHES)
+    with pytest.raises(PruneError, match="not a multiple of M=3|pattern"):
+        llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES, pattern="2:3")
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
