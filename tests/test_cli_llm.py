@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 import transformers
 
 from llm_helpers import build, english, tiny_llama, tokenizer
@@ -49,6 +50,17 @@ def test_structured_flags_cut_heads_ffn_and_blocks_then_from_pretrained_reads_it
     assert (config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (1, 2, 96)
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert sum(p.numel() for p in model.parameters()) == figures["structured"]["params_after"]
+
+
+def test_stream_writes_what_the_in_memory_path_writes(folder, tmp_path):
+    common = ["--model", str(folder / "model"), "--method", "sparsegpt", "--calibration", str(folder / "calibration.txt"),
+              "--n", "4", "--seq-len", "32", "--quiet"]
+    assert main(["llm", "prune", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["llm", "prune", *common, "--stream", "--out", str(tmp_path / "b")]) == 0
+    a = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    b = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["llm", "prune", *common, "--stream", "--ffn", "0.5", "--out", str(tmp_path / "c")]) == 2
 
 
 def test_evaluate_prints_and_writes_the_perplexity_and_its_protocol(folder, tmp_path, capsys):

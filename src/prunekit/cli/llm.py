@@ -36,6 +36,8 @@ def add(add_parser, common):
     pr.add_argument("--recover", action="store_true", help="structured: re-fit the layers reading removed units")
     pr.add_argument("--calibration", help="a text file (default: the fetched python-docs HOWTOs)")
     pr.add_argument("--n", type=positive_int, default=64, help="calibration sequences (default 64)")
+    pr.add_argument("--stream", action="store_true", help="never hold the whole model: block by block from its "
+                    "safetensors shards to new shards (larger than memory; one-shot methods, uniform)")
     pr.add_argument("--device", help="run each block there, e.g. cuda (default: where the model is)")
     pr.add_argument("--out", required=True, help="a new folder for the pruned model")
     pr.set_defaults(func=run_prune)
@@ -76,6 +78,8 @@ def run_prune(args):
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise PruneError(f"--out {out} exists and is not empty: give a new folder")
+    if args.stream:
+        return _run_stream(args, out)
     model, tokenizer = _load(args.model, args.quiet)
     text, source = _text(args.calibration, "howto.txt")
     batches = llm.calibration(tokenizer, text, n=args.n, seq_len=args.seq_len, seed=args.seed)
@@ -98,6 +102,27 @@ def run_prune(args):
     if args.json:
         write_json(args.json, figures)
     print(f"saved to {out}")
+
+
+def _run_stream(args, out: Path) -> None:
+    import transformers
+
+    from prunekit import llm
+    from prunekit.data import assets
+    if args.heads or args.ffn or args.layers or args.owl:
+        raise PruneError("--stream prunes weights one shot, uniformly: no --heads, --ffn, --layers or --owl")
+    folder = assets.require(args.model) if args.model in assets.MODELS else Path(args.model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    text, source = _text(args.calibration, "howto.txt")
+    batches = llm.calibration(tokenizer, text, n=args.n, seq_len=args.seq_len, seed=args.seed)
+    report = llm.prune_sharded(folder, out, batches, method=args.method or "wanda", sparsity=args.sparsity,
+                               pattern=args.pattern)
+    if args.json:
+        write_json(args.json, {"unstructured": vars(report), "model": args.model, "out": str(out), "stream": True,
+                               "calibration": {"text": source, "sequences": args.n, "seq_len": args.seq_len,
+                                               "seed": args.seed}})
+    print(f"{report.method}{' ' + args.pattern if args.pattern else ''} (streamed): {report.sparsity:.1%} of the "
+          f"blocks' weights zero, {report.seconds:.1f} s; saved to {out}")
 
 
 def _save_folder(model, tokenizer, out: Path) -> None:
