@@ -1,5 +1,6 @@
 """Tables of the structured-pruning results: slimming, coverage, timing, realized speedup, bound, agreement."""
 import functools
+import re
 
 from .common import bold, md, mean_std, pm, secs, table
 
@@ -125,6 +126,55 @@ def coverage_detseg(src):
 
     rows = [(model, task, cell(t["prunekit"]), cell(t["torch_pruning"])) for (task, model), t in by.items()]
     return md(("model", "task", "prunekit: params / MACs left", "Torch-Pruning: params / MACs left"), rows)
+
+
+# ---- structured coverage, timm ---------------------------------------------------------------
+
+COV_TIMM = "structured-coverage-timm/structured-coverage-timm-partial.json"  # the complete run replaces it
+STATUSES = ("ok", "error", "no reduction", "timeout", "skipped")
+
+
+def _counts(records, tool):
+    mine = [r for r in records if r["tool"] == tool]
+    ran = [r for r in mine if r["status"] != "skipped"]
+    detail = ", ".join(f"{s} {n}" for s in STATUSES[1:] if (n := sum(r["status"] == s for r in mine)))
+    return f"{sum(r['status'] == 'ok' for r in ran)}/{len(ran)}" + (f" ({detail})" if detail else "")
+
+
+@table("coverage-timm", COV_TIMM)
+def coverage_timm(src):
+    d = src[COV_TIMM]
+    models = len({r["model"] for r in d["records"]})
+    models = f"{models} of {d['models_total']} (run not complete)" if d.get("partial") else models
+    rows = [(ratio, models, *(_counts([r for r in d["records"] if r["ratio"] == ratio], tool) for tool in TOOLS))
+            for ratio in d["ratios"]]
+    return md(("ratio", "models", "prunekit: pruned correctly", "Torch-Pruning 1.6.1: pruned correctly"), rows)
+
+
+def failure_class(error: str) -> str:
+    """An error with its numbers, shapes and names blanked: the same failure on many models reads alike."""
+    error = re.sub(r"'[^']*'", "'…'", error or "")
+    return re.sub(r"\d+(\.\d+)?", "N", error)[:110]
+
+
+@table("coverage-timm-failures", COV_TIMM)
+def coverage_timm_failures(src):
+    groups = {}
+    for r in src[COV_TIMM]["records"]:
+        if r["status"] not in ("ok", "skipped"):
+            key = (TOOLS[r["tool"]], r["status"], failure_class(r["error"]))
+            groups.setdefault(key, set()).add(r["model"].removeprefix("timm/"))
+    rows = [(tool, status, f"`{cls}`" if cls else "", len(models), ", ".join(sorted(models)[:6]) +
+             (", …" if len(models) > 6 else ""))
+            for (tool, status, cls), models in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1])))]
+    return md(("tool", "status", "failure class", "models", "which"), rows)
+
+
+def coverage_timm_totals(src, ratio=0.5):
+    """(prunekit ok, Torch-Pruning ok, models run) at `ratio` in the timm run."""
+    recs = [r for r in src[COV_TIMM]["records"] if r["ratio"] == ratio and r["status"] != "skipped"]
+    ok = {tool: sum(r["status"] == "ok" for r in recs if r["tool"] == tool) for tool in TOOLS}
+    return ok["prunekit"], ok["torch_pruning"], sum(r["tool"] == "prunekit" for r in recs)
 
 
 # ---- structured timing ----------------------------------------------------------------------
