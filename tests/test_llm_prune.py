@@ -177,3 +177,17 @@ def test_every_family_prunes_and_reloads_with_from_pretrained(family, tmp_path):
     first = a.logits if hasattr(a, "logits") else a.last_hidden_state
     assert torch.isfinite(first).all()
     assert torch.equal(first, b.logits if hasattr(b, "logits") else b.last_hidden_state)
+
+
+@pytest.mark.parametrize("n, m", [(2, 6), (1, 3), (2, 4)])
+def test_sparsegpt_n_m_groups_stay_whole_when_m_does_not_divide_the_column_block(n, m):
+    """Column blocks are a multiple of M long, so a group never straddles two of them."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 384, generator=generator)
+    result = sparsegpt_module.sparsegpt(torch.randn(16, 384, generator=generator), x.t() @ x / 512, 0.0, (n, m))
+    assert result.reshape(16, -1, m).ne(0).sum(-1).eq(n).all()
+
+
+def test_owl_refuses_a_spread_that_would_push_a_block_outside_0_1():
+    with pytest.raises(PruneError, match="lower owl_lambda"):
+        llm.prune(tiny_llama(layers=4), BATCHES, method="wanda", sparsity=0.95, allocation="owl", owl_lambda=0.2)

@@ -135,3 +135,24 @@ def test_bad_requests_are_one_line_and_change_nothing(kwargs, message):
     with pytest.raises(PruneError, match=message):
         llm.prune_structured(model, BATCHES, **kwargs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_failure_halfway_puts_the_model_and_its_config_back(monkeypatch):
+    model = tiny_llama(layers=3)
+    before, config = copy.deepcopy(model.state_dict()), model.config.to_dict()
+    cuts = []
+
+    def fail_on_the_second_block(block, stats, neurons, recover):
+        if cuts:
+            raise MemoryError("simulated")
+        cuts.append(original(block, stats, neurons, recover))
+        return cuts[-1]
+
+    from prunekit.llm import structured
+    original = structured._cut_ffn
+    monkeypatch.setattr(structured, "_cut_ffn", fail_on_the_second_block)
+    with pytest.raises(MemoryError):
+        llm.prune_structured(model, BATCHES, ffn=0.25, heads=0.5, layers=1)
+    assert model.config.to_dict() == config and model.state_dict().keys() == before.keys()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+

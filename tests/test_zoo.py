@@ -191,3 +191,13 @@ def test_hugging_face_config_follows_channels():
     assert model.config.intermediate_size == model.model.layers[0].mlp.up_proj.out_features == 64
     rebuilt = type(model)(model.config)  # the config now describes the pruned shapes
     assert rebuilt.model.layers[0].mlp.up_proj.weight.shape == model.model.layers[0].mlp.up_proj.weight.shape
+
+
+def test_heads_that_do_not_divide_the_width_are_refused_and_restored():
+    """BERT at a quarter of its 4 heads: the config cannot even be built (3 heads, width 64)."""
+    model, ids = hf_model("bert")
+    before, config = {k: v.clone() for k, v in model.state_dict().items()}, model.config.to_dict()
+    with pytest.raises(pk.PruneError, match="config cannot describe"):
+        pk.prune_structured(model, (ids,), ratio=0.25, granularity="head")
+    assert model.config.to_dict() == config
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

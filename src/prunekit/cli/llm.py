@@ -92,7 +92,7 @@ def run_prune(args):
         figures["structured"] = vars(report)
         print(f"structured: {report.params_before:,} -> {report.params_after:,} parameters "
               f"(blocks removed {report.removed_layers}, heads {report.heads}, ffn {report.ffn}), {report.seconds:.1f} s")
-    if args.method or not structured:
+    if args.method or args.pattern or args.owl or not structured:
         report = llm.prune(model, batches, method=args.method or "wanda", sparsity=args.sparsity, pattern=args.pattern,
                            allocation="owl" if args.owl else "uniform", device=args.device)
         figures["unstructured"] = vars(report)
@@ -109,8 +109,9 @@ def _run_stream(args, out: Path) -> None:
 
     from prunekit import llm
     from prunekit.data import assets
-    if args.heads or args.ffn or args.layers or args.owl:
-        raise PruneError("--stream prunes weights one shot, uniformly: no --heads, --ffn, --layers or --owl")
+    if args.heads or args.ffn or args.layers or args.owl or args.device:
+        raise PruneError("--stream prunes weights one shot, uniformly, on the CPU: no --heads, --ffn, --layers, "
+                         "--owl or --device")
     folder = assets.require(args.model) if args.model in assets.MODELS else Path(args.model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     text, source = _text(args.calibration, "howto.txt")

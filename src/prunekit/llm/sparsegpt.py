@@ -69,8 +69,9 @@ def _solve_block(w1, hinv1, sparsity, pattern):
 def _solve(weight, hinv, sparsity, pattern):
     w = weight.clone()
     cols = w.shape[1]
-    for start in range(0, cols, BLOCK):
-        stop = min(start + BLOCK, cols)
+    block = BLOCK if pattern is None else pattern[1] * max(1, BLOCK // pattern[1])  # groups never straddle blocks
+    for start in range(0, cols, block):
+        stop = min(start + block, cols)
         q1, err1 = _solve_block(w[:, start:stop].clone(), hinv[start:stop, start:stop], sparsity, pattern)
         w[:, start:stop] = q1
         w[:, stop:] -= err1 @ hinv[start:stop, stop:]

@@ -26,7 +26,7 @@ from prunekit.llm import families
 from prunekit.llm.blocks import find_blocks, model_device, on_device
 from prunekit.llm.layers import collect, matrix, replace_matrix
 from prunekit.llm.prune import _calibrate, _check_batches
-from prunekit.structured.hf_config import drop_blocks
+from prunekit.structured.hf_config import ConfigGuard, drop_blocks, text_config
 
 log = logging.getLogger(__name__)
 RIDGE = 1e-4  # of the mean diagonal, added to the kept inputs' covariance: a stable solve
@@ -54,7 +54,7 @@ def _plan(model, blocks, heads, ffn, layers):
         raise PruneError(f"layers={layers}: the model has {len(blocks)} blocks, at least one must stay")
     groups = neurons = 0
     if heads:
-        attention = families.find_attention(blocks[0], model.config)
+        attention = families.find_attention(blocks[0], text_config(model))
         groups = round(attention.kv_heads * heads)
         if not 0 < groups < attention.kv_heads:
             raise PruneError(f"heads={heads}: heads go in whole key/value groups ({attention.kv_heads} groups of "
@@ -67,7 +67,7 @@ def _plan(model, blocks, heads, ffn, layers):
             raise PruneError(f"ffn={ffn} removes no neuron of {width}")
     for block in blocks:  # every block has the parts the plan cuts
         if heads:
-            families.find_attention(block, model.config)
+            families.find_attention(block, text_config(model))
         if ffn:
             families.find_ffn(block)
     return groups, neurons
@@ -77,7 +77,7 @@ def _consumers(block, model, heads, ffn) -> dict:
     """{role: module} of the layers whose inputs are scored (and re-fitted)."""
     found = {}
     if heads:
-        found["o"] = families.find_attention(block, model.config).o
+        found["o"] = families.find_attention(block, text_config(model)).o
     if ffn:
         found["ffn"] = families.find_ffn(block).out
     return found
@@ -151,10 +151,11 @@ def _cut_heads(block, config, stats, groups: int, recover: bool) -> list:
     att = families.find_attention(block, config)
     per_group = att.heads // att.kv_heads
     kv_keep = _lowest(_unit_scores(att.o, stats, att.head_dim * per_group), groups)
-    q_keep = (kv_keep.unsqueeze(1) * per_group + torch.arange(per_group)).flatten()
+    q_keep = (kv_keep.unsqueeze(1) * per_group + torch.arange(per_group, device=kv_keep.device)).flatten()
 
     def rows(heads_kept, offset=0):
-        return (offset + heads_kept.unsqueeze(1) * att.head_dim + torch.arange(att.head_dim)).flatten()
+        return (offset + heads_kept.unsqueeze(1) * att.head_dim
+                + torch.arange(att.head_dim, device=heads_kept.device)).flatten()
     if att.qkv is not None:
         q_rows, kv_size = att.heads * att.head_dim, att.kv_heads * att.head_dim
         _rows(att.qkv, torch.cat([rows(q_keep), rows(kv_keep, q_rows), rows(kv_keep, q_rows + kv_size)]))
@@ -182,7 +183,7 @@ def _cut_ffn(block, stats, neurons: int, recover: bool) -> list:
 
 def _update_config(model, block, groups: int, neurons: int) -> tuple:
     """Write the (uniform) cut sizes of a kept `block` into the config."""
-    config = model.config
+    config = text_config(model)
     heads = ffn = None
     if groups:
         att = families.find_attention(block, config)
@@ -207,7 +208,7 @@ def prune_structured(model: nn.Module, batches: torch.Tensor, *, heads: float = 
     started = time.perf_counter()
     report = StructuredLLMReport(params_before=sum(p.numel() for p in model.parameters()), recovered=recover)
     device = torch.device(device) if device else model_device(model)
-    was_training = model.training
+    was_training, guard = model.training, ConfigGuard(model)  # a failure puts model and config back
     model.eval()
     try:
         calls, inputs = _calibrate(model, blocks, batches, device)
@@ -218,13 +219,16 @@ def prune_structured(model: nn.Module, batches: torch.Tensor, *, heads: float = 
                 with on_device(block, device):
                     cut = report.removed.setdefault(index, {})
                     if groups:
-                        cut["kv_groups"] = _cut_heads(block, model.config, stats[index]["o"], groups, recover)
+                        cut["kv_groups"] = _cut_heads(block, text_config(model), stats[index]["o"], groups, recover)
                     if neurons:
                         cut["ffn"] = _cut_ffn(block, stats[index]["ffn"], neurons, recover)
         kept = [b for i, b in enumerate(blocks) if i not in report.removed_layers]
         report.heads, report.ffn = _update_config(model, kept[0], groups, neurons)
         if layers:
             drop_blocks(model, name, report.removed_layers)
+    except BaseException:
+        guard.restore()
+        raise
     finally:
         model.train(was_training)
     report.params_after = sum(p.numel() for p in model.parameters())

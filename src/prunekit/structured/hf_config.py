@@ -86,31 +86,56 @@ def undescribed(model) -> list:
 
 
 class ConfigGuard:
-    """Taken before pruning a Hugging Face model: `check` restores the model and its config and
-    raises where the pruned shapes are ones the config cannot describe."""
+    """Taken before pruning: `restore` puts back every module's tensors, children and attributes
+    and a Hugging Face model's config; `check` raises (the caller restores) where the pruned
+    shapes are ones the config cannot describe."""
 
     def __init__(self, model):
         from prunekit import surgery
         self.model = model
-        self.hf = bool(getattr(model, "config", None) is not None and hasattr(model, "save_pretrained"))
-        self.snapshot = surgery.Snapshot(list(model.modules())) if self.hf else None
-        self.config = copy.deepcopy(vars(model.config)) if self.hf else None
+        self.snapshot = surgery.Snapshot(list(model.modules()))
+        config = getattr(model, "config", None)
+        self.configs = _config_states(config) if config is not None and hasattr(config, "to_dict") else []
 
-    def check(self, result):
-        wrong = undescribed(self.model) if self.hf else []
+    def restore(self) -> None:
+        self.snapshot.restore()
+        for config, state in self.configs:  # in place: modules hold these very objects
+            vars(config).clear()
+            vars(config).update(state)
+
+    def check(self) -> None:
+        try:
+            wrong = undescribed(self.model)
+        except Exception as err:  # noqa: BLE001 - the config cannot even build it (heads not dividing hidden)
+            wrong = [f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"]
         if wrong:
-            self.snapshot.restore()
-            vars(self.model.config).clear()
-            vars(self.model.config).update(self.config)
             raise PruneError(
                 f"{type(self.model).__name__}: its config cannot describe the pruned shapes ({wrong[0]}; "
-                f"{len(wrong)} tensors in all), so from_pretrained could not rebuild it. For transformers, "
+                f"{len(wrong)} in all), so from_pretrained could not rebuild it. For transformers, "
                 "prunekit.llm.prune_structured removes heads, FFN neurons and blocks uniformly; or pass "
                 "require_config=False and save with pk.save / load with pk.load")
-        return result
 
 
 LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers")
+
+
+def _config_states(config) -> list:
+    """(config, copy of its fields) for a config and every config nested in it (a multimodal
+    model's text config), the nested ones kept by identity in their parent's copy."""
+    state, found = {}, []
+    for key, value in vars(config).items():
+        if hasattr(value, "to_dict") and hasattr(value, "__dict__"):
+            state[key] = value
+            found += _config_states(value)
+        else:
+            state[key] = copy.deepcopy(value)
+    return [(config, state)] + found
+
+
+def text_config(model):
+    """The config that sizes the blocks: a multimodal model's text config, else the config."""
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def drop_blocks(model, list_name: str, drop) -> None:
@@ -124,10 +149,13 @@ def drop_blocks(model, list_name: str, drop) -> None:
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = index
-    config = model.config
-    for field in LAYER_FIELDS:
-        if getattr(config, field, None) == len(blocks):
-            setattr(config, field, len(kept))
+    config = text_config(model)
+    counts = [f for f in LAYER_FIELDS if getattr(config, f, None) == len(blocks)]
+    if not counts:
+        raise PruneError(f"{type(config).__name__} has no block count equal to the {len(blocks)} blocks of "
+                         f"{list_name}: the removal cannot be written into the config")
+    for field in counts:
+        setattr(config, field, len(kept))
     if isinstance(getattr(config, "layer_types", None), list) and len(config.layer_types) == len(blocks):
         config.layer_types = [t for i, t in enumerate(config.layer_types) if i not in set(drop)]
 
@@ -138,7 +166,8 @@ def compact_skips(model, is_skip) -> None:
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "save_pretrained"):
         return
+    counted = text_config(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.ModuleList) and any(is_skip(child) for child in module) and \
-                any(getattr(config, f, None) == len(module) for f in LAYER_FIELDS):
+                any(getattr(counted, f, None) == len(module) for f in LAYER_FIELDS):
             drop_blocks(model, name, [i for i, child in enumerate(module) if is_skip(child)])

@@ -131,32 +131,38 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     inputs = as_inputs(example_inputs)
     ignored = resolve_ignore(model, ignore)
     result = StructuredResult(model, params_before=param_count(model))
-    whole = ConfigGuard(model) if require_config else None
-    if granularity == "layer":
-        _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
-        if require_config:  # a Hugging Face model: its config counts the blocks left
-            compact_skips(model, lambda m: isinstance(m, blocks.Skip))
-        result.params_after = param_count(model)
-        sync_config(model)
-        return whole.check(result) if whole else result
+    guard = ConfigGuard(model)  # puts the model (and a Hugging Face config) back if anything below fails
+    try:
+        if granularity == "layer":
+            _prune_layers(model, inputs, ratio, importance or "block_influence", calibration, seed, ignored, result)
+            if require_config:  # a Hugging Face model: its config counts the blocks left
+                compact_skips(model, lambda m: isinstance(m, blocks.Skip))
+            result.params_after = param_count(model)
+            sync_config(model)
+        else:
+            options = Options(ratio, round_to, max_ratio, overrides)
+            _prune_channels(model, inputs, steps, granularity, ignored, importance, calibration, seed, scope,
+                            options, recover, result)
+        if require_config:
+            guard.check()
+    except BaseException:
+        guard.restore()
+        raise
+    return result
+
+
+def _prune_channels(model, inputs, steps, granularity, ignored, importance, calibration, seed, scope, options,
+                    recover, result):
+    """Channels or heads: the pruning steps, then the least-squares recovery if asked."""
     criterion = get_channel(importance or "l2")
-    options = Options(ratio, round_to, max_ratio, overrides)
     chooser = choose_layer if scope == "layer" else choose_global
     dense = copy.deepcopy(model) if recover else None
-    snapshot = surgery.Snapshot(list(model.modules())) if steps > 1 else None
-    try:
-        _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser,
-                     options, result)
-    except BaseException:
-        if snapshot is not None:  # one step restores itself; a later step's failure undoes all
-            snapshot.restore()
-        raise
+    _prune_steps(model, inputs, steps, granularity, ignored, criterion, calibration, seed, chooser, options, result)
     if recover:
         with eval_mode(model), eval_mode(dense):
             result.recovered = refit(model, dense, calibration if calibration is not None else [inputs],
                                      result.removed)
     _done(model, result)
-    return whole.check(result) if whole else result
 
 
 def prune_units(model, example_inputs, graph, units) -> StructuredResult:

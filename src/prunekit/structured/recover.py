@@ -25,9 +25,10 @@ ROWS_PER_WEIGHT = 4  # fewer calibration rows than this per input weight: the fi
 
 
 def _refittable(module) -> bool:
-    if isinstance(module, nn.Linear):
+    """A Linear, or a plain Conv2d (groups 1, numeric padding, padding done by the conv itself)."""
+    if type(module) is nn.Linear:
         return True
-    return isinstance(module, nn.Conv2d) and module.groups == 1
+    return type(module) is nn.Conv2d and module.groups == 1 and not isinstance(module.padding, str)
 
 
 def _call(model, batch):
@@ -76,7 +77,8 @@ def _solve(x: torch.Tensor, y: torch.Tensor, bias: bool):
         mx, my = x.mean(0), y.mean(0)
         x, y = x - mx, y - my
     gram = x.t() @ x
-    gram += RIDGE * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(len(gram), dtype=gram.dtype)
+    gram += RIDGE * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(len(gram), dtype=gram.dtype,
+                                                                         device=gram.device)
     weight = torch.linalg.solve(gram, x.t() @ y).t()
     return weight, (my - weight @ mx if bias else None)
 
