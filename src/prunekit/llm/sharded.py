@@ -29,8 +29,7 @@ from prunekit.errors import PruneError
 from prunekit.llm.blocks import BlockCall, find_blocks, model_device
 from prunekit.llm.methods import METHODS
 from prunekit.llm.prune import LLMPruneReport, _check_batches, _prune_block, check_pattern_fits, parse_pattern
-
-LAYER_FIELDS = ("num_hidden_layers", "n_layer")
+from prunekit.structured.hf_config import LAYER_FIELDS
 
 
 class Shards:
