@@ -7,7 +7,7 @@ import functools
 from .common import MIB, md, mean_std, pm, runs_of, secs, table
 from .magnitude import DEMO, GT, GVO, GVO_MAIN, HAN, L50, LOT1D, _gvo_merge, gt_at
 from .search import LAT, SVU, _seeds
-from .structured import BOUND, COV_PATHS, RS, SLIM, TIMING, _err, _one, coverage_totals
+from .structured import BOUND, COV_PATHS, COV_TIMM, RS, SLIM, TIMING, _err, _one, coverage_timm_totals, coverage_totals
 
 
 def _page(name):
@@ -68,6 +68,12 @@ def coverage(src):
             f"{pk}/{n}", f"Torch-Pruning 1.6.1: {tp}/{n}", _page("structured-coverage"))
 
 
+def coverage_timm(src):
+    pk, tp, n = coverage_timm_totals(src)
+    return ("structured pruning runs correctly, timm: one model of every module, ratio 0.5",
+            f"{pk}/{n}", f"Torch-Pruning 1.6.1: {tp}/{n}", _page("structured-coverage"))
+
+
 def timing(src):
     by = {r["model"]: r["tools"] for r in src[TIMING[0]]["results"]}
     pk, tp = ([secs(by[m][tool]["prune_median_s"]) for m in ("resnet50", "llama_1b")]
@@ -120,11 +126,11 @@ def demo(src):
             f"dense {100 * d['baseline']['accuracy']:.2f} %", _page("demo"))
 
 
-ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, timing, realized_resnet,
+ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, coverage_timm, timing, realized_resnet,
         realized_effnet, search_latency, search_macs, demo)
 
 
-@table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, TIMING[0], f"{RS}-1thread.json",
+@table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, TIMING[0], f"{RS}-1thread.json",
        f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", DEMO)
 def claims(src):
     return md(("claim", "prunekit", "held against", "page"), [row(src) for row in ROWS])

@@ -130,7 +130,7 @@ def coverage_detseg(src):
 
 # ---- structured coverage, timm ---------------------------------------------------------------
 
-COV_TIMM = "structured-coverage-timm/structured-coverage-timm-partial.json"  # the complete run replaces it
+COV_TIMM = "structured-coverage-timm/structured-coverage-timm.json"
 STATUSES = ("ok", "error", "no reduction", "timeout", "skipped")
 
 
