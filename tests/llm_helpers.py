@@ -28,8 +28,12 @@ FAMILIES = {
 }
 
 
-def build(family: str, seed: int = 0):
-    cls, config = FAMILIES[family]()
+def build(family: str, seed: int = 0, **config):
+    """A family's small model; keyword arguments override its config fields."""
+    cls, built = FAMILIES[family]()
+    for key, value in config.items():
+        setattr(built, key, value)
+    config = built
     torch.manual_seed(seed)
     return cls(config).eval()
 

@@ -1,4 +1,4 @@
-"""llm.prune_structured: heads (whole GQA groups), FFN neurons and blocks removed, the config
+"""llm.prune_structured: heads (whole GQA groups, or query heads out of every group), FFN neurons and blocks removed, the config
 following, so that every family round-trips through save_pretrained / from_pretrained and
 generates; the cut is exactly the dense model with those units silenced; recovery re-fits."""
 import copy
@@ -60,6 +60,8 @@ def silenced(dense, removed):
             block = model.model.layers[index]
             for group in cut.get("kv_groups", []):
                 block.self_attn.o_proj.weight[:, group * per_group:(group + 1) * per_group] = 0
+            for head in cut.get("query_heads", []):
+                block.self_attn.o_proj.weight[:, head * config.head_dim:(head + 1) * config.head_dim] = 0
             block.mlp.down_proj.weight[:, cut.get("ffn", [])] = 0
     return model
 
@@ -71,6 +73,29 @@ def test_the_cut_model_is_the_dense_model_with_those_units_silenced():
     report = llm.prune_structured(model, BATCHES, heads=0.5, ffn=0.25)
     assert model.config.num_attention_heads == 2 and model.config.num_key_value_heads == 1
     assert model.config.intermediate_size == 96 and all(len(c["ffn"]) == 32 for c in report.removed.values())
+    assert torch.allclose(output(model), output(silenced(dense, report.removed)), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - HEADLESS))
+def test_one_key_value_head_loses_query_heads_from_its_group_and_round_trips(family, tmp_path):
+    """Gemma-3 270M's layout (4 query heads on 1 key/value head): heads=0.5 takes 2 query heads."""
+    model = build(family, num_key_value_heads=1)
+    report = llm.prune_structured(model, BATCHES, heads=0.5)
+    assert report.heads == (2, 1) and all(len(c["query_heads"]) == 2 for c in report.removed.values())
+    model.save_pretrained(tmp_path)
+    again = type(model).from_pretrained(tmp_path).eval()
+    assert again.config.num_attention_heads == 2 and again.config.num_key_value_heads == 1
+    assert torch.allclose(output(model), output(again), atol=1e-6)
+    assert again.generate(input_ids=X, max_new_tokens=4, do_sample=False).shape == (1, 24)
+
+
+def test_query_heads_cut_is_the_dense_model_with_those_heads_silenced():
+    dense = tiny_llama(layers=3)
+    dense.config.num_key_value_heads, dense.config.head_dim = 1, 16
+    dense = type(dense)(dense.config).eval()
+    model = copy.deepcopy(dense)
+    report = llm.prune_structured(model, BATCHES, heads=0.25)
+    assert model.config.num_attention_heads == 3 and model.model.layers[0].self_attn.num_key_value_groups == 3
     assert torch.allclose(output(model), output(silenced(dense, report.removed)), atol=1e-5)
 
 
@@ -125,7 +150,7 @@ def test_recovery_is_the_least_squares_fit_on_the_calibration_inputs(family, lay
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"layers": 2}, "at least one must stay"),
-    ({"heads": 0.1}, "removes 0, need 1 to 1"),
+    ({"heads": 0.1}, "removes 0 groups or 0 heads per group, need 1 to 1 groups or 1 to 1 per group"),
     ({"ffn": 1.0}, r"ffn must be a number in \[0, 1\)"),
     ({"ffn": 0.001}, "removes no neuron"),
 ])

@@ -30,7 +30,7 @@ def add(add_parser, common):
     pr.add_argument("--sparsity", type=float, default=0.5, help="fraction of each block's weights (default 0.5)")
     pr.add_argument("--pattern", help="N:M, e.g. 2:4 (sets the sparsity)")
     pr.add_argument("--owl", action="store_true", help="per-block sparsity by outliers (OWL) instead of uniform")
-    pr.add_argument("--heads", type=float, default=0.0, help="structured: fraction of key/value head groups to remove")
+    pr.add_argument("--heads", type=float, default=0.0, help="structured: fraction of heads to remove (whole key/value groups where it can)")
     pr.add_argument("--ffn", type=float, default=0.0, help="structured: fraction of FFN neurons to remove")
     pr.add_argument("--layers", type=int, default=0, help="structured: number of blocks to remove (least influence)")
     pr.add_argument("--recover", action="store_true", help="structured: re-fit the layers reading removed units")

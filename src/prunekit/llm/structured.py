@@ -7,8 +7,10 @@ Scores come from one pass of the dense model over the calibration sequences, blo
 - an FFN neuron j scores ‖X_j‖·‖W_out[:, j]‖ at the input of the layer that reads it, a key/value
   group of heads the same summed over its columns of the output projection (Wanda's score
   applied to whole units). Every block loses the same number of units, so that one config
-  value (intermediate_size, num_attention_heads, num_key_value_heads) describes every block;
-  GQA groups go whole, keeping the query heads per key/value head.
+  value (intermediate_size, num_attention_heads, num_key_value_heads) describes every block.
+  Heads go in whole GQA groups (a key/value head with its query heads) where the fraction asked
+  is a whole number of groups; otherwise the same number of query heads leaves every group and
+  the key/value heads stay (a model with one key/value head can only lose heads so).
 With `recover=True` the layer reading the removed units (o_proj, the FFN's output layer) is
 re-fitted by least squares to give the dense layer's outputs from what is left, on the same
 calibration inputs (with its bias re-fitted too where it has one, as FLAP's bias compensation).
@@ -35,7 +37,7 @@ RIDGE = 1e-4  # of the mean diagonal, added to the kept inputs' covariance: a st
 @dataclass
 class StructuredLLMReport:
     removed_layers: list = field(default_factory=list)
-    removed: dict = field(default_factory=dict)   # {block (original index): {"kv_groups": [...], "ffn": [...]}}
+    removed: dict = field(default_factory=dict)   # {block (original index): {"kv_groups" or "query_heads": [...], "ffn": [...]}}
     block_influence: list = field(default_factory=list)
     heads: tuple = ()            # (query heads, key/value heads) after, per block
     ffn: int | None = None       # FFN width after
@@ -45,6 +47,12 @@ class StructuredLLMReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class HeadCut:
+    groups: int = 0      # whole key/value groups removed, with their query heads
+    per_group: int = 0   # or: query heads removed out of every group, the key/value heads kept
+
+
 def _plan(model, blocks, heads, ffn, layers):
     """Units to remove per block (key/value groups, neurons), checked before anything changes."""
     check_range("heads", heads, 0.0, 1.0, "[)")
@@ -52,14 +60,9 @@ def _plan(model, blocks, heads, ffn, layers):
     check_count("layers", layers, 0)
     if layers >= len(blocks):
         raise PruneError(f"layers={layers}: the model has {len(blocks)} blocks, at least one must stay")
-    groups = neurons = 0
+    cut, neurons = None, 0
     if heads:
-        attention = families.find_attention(blocks[0], text_config(model))
-        groups = round(attention.kv_heads * heads)
-        if not 0 < groups < attention.kv_heads:
-            raise PruneError(f"heads={heads}: heads go in whole key/value groups ({attention.kv_heads} groups of "
-                             f"{attention.heads // attention.kv_heads}); that removes {groups}, need 1 to "
-                             f"{attention.kv_heads - 1}")
+        cut = _head_cut(families.find_attention(blocks[0], text_config(model)), heads)
     if ffn:
         width = matrix(families.find_ffn(blocks[0]).out).shape[1]
         neurons = round(width * ffn)
@@ -70,7 +73,21 @@ def _plan(model, blocks, heads, ffn, layers):
             families.find_attention(block, text_config(model))
         if ffn:
             families.find_ffn(block)
-    return groups, neurons
+    return cut, neurons
+
+
+def _head_cut(attention, heads: float) -> HeadCut:
+    """Whole key/value groups where `heads` of them is a whole number short of all; otherwise the
+    same number of query heads out of every group (a model with one key/value head, Gemma-3 270M)."""
+    per_group = attention.heads // attention.kv_heads
+    groups, per = round(attention.kv_heads * heads), round(per_group * heads)
+    if 0 < groups < attention.kv_heads:
+        return HeadCut(groups=groups)
+    if 0 < per < per_group:
+        return HeadCut(per_group=per)
+    raise PruneError(f"heads={heads}: heads go in whole key/value groups or evenly out of every group "
+                     f"({attention.kv_heads} groups of {per_group}); that removes {groups} groups or {per} "
+                     f"heads per group, need 1 to {attention.kv_heads - 1} groups or 1 to {per_group - 1} per group")
 
 
 def _consumers(block, model, heads, ffn) -> dict:
@@ -146,12 +163,18 @@ def _removed(keep: torch.Tensor, count: int) -> list:
     return sorted(set(range(count)) - set(keep.tolist()))
 
 
-def _cut_heads(block, config, stats, groups: int, recover: bool) -> list:
-    """Remove `groups` key/value groups (with their query heads) of one block; their indices."""
+def _cut_heads(block, config, stats, cut: HeadCut, recover: bool) -> dict:
+    """Remove whole key/value groups, or query heads evenly out of every group, of one block;
+    the indices removed."""
     att = families.find_attention(block, config)
     per_group = att.heads // att.kv_heads
-    kv_keep = _lowest(_unit_scores(att.o, stats, att.head_dim * per_group), groups)
-    q_keep = (kv_keep.unsqueeze(1) * per_group + torch.arange(per_group, device=kv_keep.device)).flatten()
+    scores = _unit_scores(att.o, stats, att.head_dim).reshape(att.kv_heads, per_group)
+    if cut.groups:
+        kv_keep = _lowest(scores.sum(1), cut.groups)
+        q_keep = (kv_keep.unsqueeze(1) * per_group + torch.arange(per_group, device=kv_keep.device)).flatten()
+    else:
+        kv_keep = torch.arange(att.kv_heads, device=scores.device)
+        q_keep = torch.cat([g * per_group + _lowest(scores[g], cut.per_group) for g in range(att.kv_heads)])
 
     def rows(heads_kept, offset=0):
         return (offset + heads_kept.unsqueeze(1) * att.head_dim
@@ -164,11 +187,21 @@ def _cut_heads(block, config, stats, groups: int, recover: bool) -> list:
         _rows(att.k, rows(kv_keep))
         _rows(att.v, rows(kv_keep))
     _columns(att.o, rows(q_keep), stats, recover)
-    attn = att.o  # Phi-3 keeps the key/value head count on the module too
+    _set_head_counts(block, att.o, len(q_keep), len(kv_keep))
+    if cut.groups:
+        return {"kv_groups": _removed(kv_keep, att.kv_heads)}
+    return {"query_heads": _removed(q_keep, att.heads)}
+
+
+def _set_head_counts(block, o_proj, heads: int, kv_heads: int) -> None:
+    """The counts an attention module keeps from its config at build time (repeat_kv reads
+    num_key_value_groups; Phi-3 splits its fused qkv by num_key_value_heads)."""
     for module in block.modules():
-        if getattr(module, "o_proj", None) is attn and hasattr(module, "num_key_value_heads"):
-            module.num_key_value_heads = len(kv_keep)
-    return _removed(kv_keep, att.kv_heads)
+        if getattr(module, "o_proj", None) is o_proj:
+            if hasattr(module, "num_key_value_groups"):
+                module.num_key_value_groups = heads // kv_heads
+            if hasattr(module, "num_key_value_heads"):
+                module.num_key_value_heads = kv_heads
 
 
 def _cut_ffn(block, stats, neurons: int, recover: bool) -> list:
@@ -181,14 +214,14 @@ def _cut_ffn(block, stats, neurons: int, recover: bool) -> list:
     return _removed(keep, width)
 
 
-def _update_config(model, block, groups: int, neurons: int) -> tuple:
+def _update_config(model, block, head_cut, neurons: int) -> tuple:
     """Write the (uniform) cut sizes of a kept `block` into the config."""
     config = text_config(model)
     heads = ffn = None
-    if groups:
+    if head_cut:
         att = families.find_attention(block, config)
-        kv = att.kv_heads - groups
-        heads = (kv * (att.heads // att.kv_heads), kv)
+        kv = att.kv_heads - head_cut.groups
+        heads = (kv * (att.heads // att.kv_heads - head_cut.per_group), kv)
         config.head_dim = att.head_dim  # explicit: hidden / heads no longer gives it
         config.num_attention_heads, config.num_key_value_heads = heads
     if neurons:
@@ -199,12 +232,12 @@ def _update_config(model, block, groups: int, neurons: int) -> tuple:
 
 def prune_structured(model: nn.Module, batches: torch.Tensor, *, heads: float = 0.0, ffn: float = 0.0,
                      layers: int = 0, recover: bool = False, device=None) -> StructuredLLMReport:
-    """Remove a fraction `heads` of every block's key/value groups (with their query heads), a
+    """Remove a fraction `heads` of every block's heads (whole key/value groups where it can), a
     fraction `ffn` of its FFN neurons, and the `layers` blocks of least influence; the config
     follows. `recover` re-fits the layers reading removed units. See the module docstring."""
     _check_batches(batches)
     name, blocks = find_blocks(model)
-    groups, neurons = _plan(model, blocks, heads, ffn, layers)
+    head_cut, neurons = _plan(model, blocks, heads, ffn, layers)
     started = time.perf_counter()
     report = StructuredLLMReport(params_before=sum(p.numel() for p in model.parameters()), recovered=recover)
     device = torch.device(device) if device else model_device(model)
@@ -218,12 +251,12 @@ def prune_structured(model: nn.Module, batches: torch.Tensor, *, heads: float = 
             if index not in report.removed_layers:
                 with on_device(block, device):
                     cut = report.removed.setdefault(index, {})
-                    if groups:
-                        cut["kv_groups"] = _cut_heads(block, text_config(model), stats[index]["o"], groups, recover)
+                    if head_cut:
+                        cut.update(_cut_heads(block, text_config(model), stats[index]["o"], head_cut, recover))
                     if neurons:
                         cut["ffn"] = _cut_ffn(block, stats[index]["ffn"], neurons, recover)
         kept = [b for i, b in enumerate(blocks) if i not in report.removed_layers]
-        report.heads, report.ffn = _update_config(model, kept[0], groups, neurons)
+        report.heads, report.ffn = _update_config(model, kept[0], head_cut, neurons)
         if layers:
             drop_blocks(model, name, report.removed_layers)
     except BaseException:
