@@ -12,6 +12,7 @@ calibration and evaluation protocol, the time of the pruning call and a greedy g
         [--n 64] [--seq-len 512] [--eval-tokens 32768] [--threads 2] [--json FILE]
 """
 import argparse
+import copy
 import json
 import os
 import resource
@@ -66,15 +67,34 @@ def prune_row(model, batches, spec, row):
     row["seconds"] = time.perf_counter() - start if method != "dense" else 0.0
 
 
-def generation(model, tokenizer, row, tokens=48):
-    """A greedy sample, and decode speed: new tokens per second at batch 1 after a warm-up."""
+def _decode_speed(model, ids, tokens) -> float:
+    start = time.perf_counter()
+    model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    return tokens / (time.perf_counter() - start)
+
+
+def generation(model, tokenizer, row, dense=None, tokens=48, repeats=3):
+    """A greedy sample, and decode speed: new tokens per second at batch 1 after a warm-up, the
+    median of `repeats` timed generations. With `dense` (the model before a structured cut), the
+    dense model is timed too, alternating with the pruned one in this process, so the speedup is
+    a ratio measured side by side (the speed of one process alone drifts by 20 % between runs)."""
+    import statistics
+
     import torch
     ids = tokenizer(PROMPT, return_tensors="pt")
+    models = {"pruned": model, **({"dense": dense} if dense is not None else {})}
+    speeds = {name: [] for name in models}
     with torch.no_grad():
-        model.generate(**ids, max_new_tokens=4, do_sample=False)
-        start = time.perf_counter()
-        out = model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-        row["tokens_per_s"] = tokens / (time.perf_counter() - start)
+        for m in models.values():
+            m.generate(**ids, max_new_tokens=4, do_sample=False)
+        for _ in range(repeats):
+            for name, m in models.items():
+                speeds[name].append(_decode_speed(m, ids, tokens))
+        out = model.generate(**ids, max_new_tokens=tokens, do_sample=False)
+    row["tokens_per_s"], row["tokens_per_s_runs"] = statistics.median(speeds["pruned"]), speeds["pruned"]
+    if dense is not None:
+        row["dense_tokens_per_s"] = statistics.median(speeds["dense"])
+        row["speedup"] = row["tokens_per_s"] / row["dense_tokens_per_s"]
     row["sample"] = tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
@@ -97,10 +117,11 @@ def run_row(args, spec):
         dense = llm.embed(model, tokenizer, sentences)
     batches = llm.calibration(tokenizer, (texts / "howto.txt").read_text(), n=args.n, seq_len=args.seq_len,
                               seed=args.seed)
+    before = copy.deepcopy(model) if causal and method == "structured" else None
     prune_row(model, batches, spec, row)
     if causal:
         row.update(llm.perplexity(model, tokenizer, evaluation, seq_len=args.seq_len, max_tokens=args.eval_tokens))
-        generation(model, tokenizer, row)
+        generation(model, tokenizer, row, dense=before)
     else:
         row.update(llm.agreement(dense, llm.embed(model, tokenizer, sentences)))
     row["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -118,7 +139,8 @@ def summary(row, first, spec) -> str:
         return (f"{spec:<24} cosine {row['cosine']:.4f} top-1 {row['retrieval_top1']:.3f} "
                 f"in top-10 {row['retrieval_in_top10']:.3f}  {timing}")
     ratio = f"{row['perplexity'] / first['perplexity']:7.2f}x" if first["method"] == "dense" else ""
-    return (f"{spec:<24} ppl {row['perplexity']:9.2f} {ratio} {timing} {row['tokens_per_s']:6.1f} tok/s"
+    speedup = f" ({row['speedup']:.2f}x dense)" if "speedup" in row else ""
+    return (f"{spec:<24} ppl {row['perplexity']:9.2f} {ratio} {timing} {row['tokens_per_s']:6.1f} tok/s{speedup}"
             f" | {row['sample'][:50]!r}")
 
 

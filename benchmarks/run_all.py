@@ -27,6 +27,8 @@ BENCHMARKS = [
     ("search_latency.py", []),
     ("speedup_bound.py", ["--threads", "1"]),
     ("pretrained_agreement.py", []),
+    ("llm_table.py", ["--n", "16", "--eval-tokens", "16384"]),
+    ("llm_stream.py", []),
 ]
 
 

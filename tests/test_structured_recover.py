@@ -61,3 +61,23 @@ def test_without_calibration_the_example_inputs_are_used():
     model = copy.deepcopy(dense)
     assert pk.prune_structured(model, x, ratio=0.25, recover=True).recovered == ["2"]
     assert error(model, dense, x) < error(pk.prune_structured(copy.deepcopy(dense), x, ratio=0.25).model, dense, x)
+
+
+def test_a_classifier_behind_a_global_pool_is_fitted_per_position(monkeypatch):
+    """Eight images give the classifier 8 rows for 16 inputs: too few, so it is fitted on the 8 x 64
+    positions of the map it pools; that beats re-fitting its bias alone, on held-out images."""
+    from prunekit.structured import recover
+    dense = convnet().eval()
+    calibration = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(5))]
+    held_out = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    assert recover._pooled_map(dense, dense[10], calibration[0]) == "7"
+    mlp = make_mlp(6, 8, 4)
+    assert recover._pooled_map(mlp, mlp[2], torch.randn(2, 6)) is None
+
+    def pruned_error():
+        model = copy.deepcopy(dense)
+        pk.prune_structured(model, calibration[0][:2], ratio=0.5, calibration=calibration, recover=True)
+        return error(model, dense, held_out)
+    per_position = pruned_error()
+    monkeypatch.setattr(recover, "_per_position", lambda *args: None)
+    assert per_position < 0.9 * pruned_error()

@@ -5,6 +5,7 @@ One small function per row: (claim, prunekit's figure, the anchor it is held aga
 import functools
 
 from .common import MIB, md, mean_std, pm, runs_of, secs, table
+from .llm import STREAM as LLM_STREAM
 from .magnitude import DEMO, GT, GVO, GVO_MAIN, HAN, L50, LOT1D, _gvo_merge, gt_at
 from .search import LAT, SVU, _seeds
 from .structured import BOUND, COV_PATHS, COV_TIMM, RS, SLIM, TIMING, _err, _one, coverage_timm_totals, coverage_totals
@@ -126,11 +127,19 @@ def demo(src):
             f"dense {100 * d['baseline']['accuracy']:.2f} %", _page("demo"))
 
 
+def llm_stream(src):
+    d, gib = src[LLM_STREAM], 2 ** 30
+    peak = {r["path"]: r["peak_rss"] / gib for r in d["rows"]}
+    return (f"pruning past memory: Wanda 50 % on a Llama-style model of {d['weights_bytes'] / gib:.1f} GiB (fp32), "
+            "peak RSS", f"{peak['prune_sharded']:.2f} GiB streamed",
+            f"cap {d['cap_bytes'] / gib:.1f} GiB; whole model in memory {peak['prune']:.2f} GiB", _page("llm"))
+
+
 ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, coverage_timm, timing, realized_resnet,
-        realized_effnet, search_latency, search_macs, demo)
+        realized_effnet, search_latency, search_macs, llm_stream, demo)
 
 
 @table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, TIMING[0], f"{RS}-1thread.json",
-       f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", DEMO)
+       f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, DEMO)
 def claims(src):
     return md(("claim", "prunekit", "held against", "page"), [row(src) for row in ROWS])

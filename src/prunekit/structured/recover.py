@@ -10,8 +10,13 @@ padding and dilation are respected. A small ridge (RIDGE of the mean diagonal) k
 stable. Where the calibration gives fewer than ROWS_PER_WEIGHT rows per input weight (a
 classifier after global pooling sees one row per image), a full fit would memorise the
 calibration set (seen: EfficientNet-Lite0's classifier re-fitted on 28 images agreed with the
-dense model on all of them and on none of the evaluated photos); there only the bias is
-re-fitted, the weights kept as sliced.
+dense model on all of them and on none of the evaluated photos). A Linear behind a global average
+pool is then fitted per spatial position instead: the pool is linear, so the classifier applied
+to every position of the feature map, averaged, is the classifier applied to the pooled features;
+fitting position by position (to the dense classifier applied to the dense map's positions) has
+H·W times the rows. The map is found, not assumed: the module whose 4-D output, averaged over
+its positions, equals the Linear's input. Where there is no such map only the bias is re-fitted,
+the weights kept as sliced.
 """
 import logging
 
@@ -83,6 +88,52 @@ def _solve(x: torch.Tensor, y: torch.Tensor, bias: bool):
     return weight, (my - weight @ mx if bias else None)
 
 
+def _pooled_map(model, linear, batch):
+    """Name of the last module whose 4-D output (more than one position), averaged over its
+    positions, is exactly the input `linear` receives (global average pooling between them);
+    None where there is none."""
+    maps, received, handles = {}, [], []
+
+    def keep(name):
+        def hook(m, args, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == linear.in_features \
+                    and out.shape[2] * out.shape[3] > 1:
+                maps[name] = out.detach().float().mean((2, 3))
+        return hook
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_hook(
+            (lambda m, args, out: received.append(args[0].detach().float())) if module is linear else keep(name)))
+    try:
+        with torch.no_grad():
+            _call(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    matches = [n for n, pooled in maps.items() if received and pooled.shape == received[0].shape
+               and torch.allclose(pooled, received[0], rtol=1e-4, atol=1e-5)]
+    return matches[-1] if matches else None
+
+
+def _positions(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _per_position(pruned, dense, name, module, batches, kept_out):
+    """(inputs, targets) of a Linear behind a global average pool, one row per position of the
+    map it pools; None where no such map is found."""
+    source = _pooled_map(pruned, module, batches[0])
+    if source is None or source not in dict(dense.named_modules()):
+        return None
+    dense_linear = dense.get_submodule(name)
+    x = torch.cat([_positions(a.float()) for a in _capture(pruned, pruned.get_submodule(source), batches, "out")])
+    maps = torch.cat([_positions(b.float()) for b in _capture(dense, dense.get_submodule(source), batches, "out")])
+    if maps.shape[1] != dense_linear.in_features:
+        return None
+    with torch.no_grad():
+        y = dense_linear(maps)[:, kept_out]
+    return x, y
+
+
 def _subsample(x, y, seed=0):
     if len(x) <= MAX_ROWS:
         return x, y
@@ -105,6 +156,8 @@ def refit(pruned: nn.Module, dense: nn.Module, calibration, removed: dict) -> li
         ys = _capture(dense, dense_modules[name], batches, "out")
         x = torch.cat([_rows(module, a.float()) for a in xs])
         y = torch.cat([_targets(module, b.float()) for b in ys])[:, kept_out]
+        if len(x) < ROWS_PER_WEIGHT * x.shape[1] and isinstance(module, nn.Linear):
+            x, y = _per_position(pruned, dense, name, module, batches, kept_out) or (x, y)
         x, y = _subsample(x, y)
         if len(x) >= ROWS_PER_WEIGHT * x.shape[1]:
             weight, bias = _solve(x, y, module.bias is not None)
