@@ -135,10 +135,10 @@ def recovery(src):
     by = {(r["ratio"], r["recover"]): r for r in rows}
     out = [(f"{ratio:.0%}", f"{by[(ratio, False)]['params_after'] / by[(ratio, False)]['params_before']:.2f}",
             *(f"{100 * by[(ratio, rec)]['top1_agreement']:.0f} % / {100 * by[(ratio, rec)]['top5_contains_top1']:.0f} %"
-              for rec in (False, True)), f"{by[(ratio, True)]['seconds']:.0f} s")
+              for rec in (False, True)))
            for ratio in sorted({r["ratio"] for r in rows})]
     return md(("channels removed (L2)", "parameters left", "no recovery: top-1 / top-5 agreement",
-               "least-squares recovery: top-1 / top-5", "time with recovery"), out)
+               "least-squares recovery: top-1 / top-5"), out)
 
 
 @table("pretrained-fit-bound", RECOVERY)
