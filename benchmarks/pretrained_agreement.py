@@ -59,9 +59,8 @@ def fit_bound(model, photos, calibration, ratio):
     return rows
 
 
-def recovery_rows(model, photos, dense, ratios):
-    """L2 at each ratio, without and with the least-squares recovery."""
-    calibration = list(pretrained.photo_batch(model, pretrained.NATURAL_PHOTOS).split(21))
+def recovery_rows(model, photos, dense, calibration, ratios):
+    """L2 at each ratio, without and with the least-squares recovery fitted on `calibration`."""
     rows = []
     for ratio in ratios:
         for recover in (False, True):
@@ -106,9 +105,9 @@ def main():
         print(f"{importance:>16} | {result.params_before / 1e6:.2f}M->{result.params_after / 1e6:.2f}M | "
               f"{top1:11.3f} | {top5:.3f}")
     ratios = [float(r) for r in args.recover_ratios.split(",") if r]
-    recovery = recovery_rows(model, photos, dense, ratios)
-    bound = fit_bound(model, photos, list(pretrained.photo_batch(model, pretrained.NATURAL_PHOTOS).split(21)),
-                      max(ratios)) if ratios else []
+    natural = list(pretrained.photo_batch(model, pretrained.NATURAL_PHOTOS).split(21)) if ratios else []
+    recovery = recovery_rows(model, photos, dense, natural, ratios)
+    bound = fit_bound(model, photos, natural, max(ratios)) if ratios else []
     if bound:
         errors = sorted(r["refit_error"] for r in bound)
         print(f"at {max(ratios):.0%}, fed the dense inputs: best re-fit error per layer median "

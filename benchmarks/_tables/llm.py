@@ -8,7 +8,8 @@ STRUCT = "llm/llm-structured-gemma3-n16.json"
 MINILM = "llm/llm-table-minilm-n16.json"
 STREAM = "llm/llm-stream.json"
 RECOVERY = "pretrained-agreement/bench-pretrained-agreement.json"
-# Wanda paper (Sun et al. 2024), LLaMA-2-7B WikiText perplexity: dense 5.12.
+# Wanda paper (Sun et al. 2024), LLaMA-2-7B WikiText perplexity.
+PAPER_DENSE = 5.12
 PAPER = {("magnitude", "0.5"): 14.89, ("sparsegpt", "0.5"): 6.51, ("wanda", "0.5"): 6.42,
          ("magnitude", "2:4"): 54.59, ("sparsegpt", "2:4"): 10.17, ("wanda", "2:4"): 11.02}
 AIMS = {("sparsegpt", "0.5"): 1.5, ("wanda", "0.5"): 1.7, ("sparsegpt", "2:4"): 2.7, ("wanda", "2:4"): 4.0}
@@ -43,9 +44,9 @@ def ppl(row, base) -> str:
 def oneshot(src):
     rows = src[MAIN]
     base = dense(rows)
-    out = [("dense", f"{base:.2f}", "", "", "", "5.12")]
+    out = [("dense", f"{base:.2f}", "", "", "", f"{PAPER_DENSE}")]
     for method in METHODS:
-        paper = " / ".join(f"{PAPER[(method, s)] / 5.12:.2f}×" for s in ("0.5", "2:4"))
+        paper = " / ".join(f"{PAPER[(method, s)] / PAPER_DENSE:.2f}×" for s in ("0.5", "2:4"))
         out.append((method, *(ppl(find(rows, method, s), base) for s in ("0.5", "2:4", "0.7")),
                     f"{find(rows, method, '0.5')['seconds']:.0f} s", paper))
     return md(("method", "50 %", "2:4", "70 %", "time to prune (50 %)", "Wanda paper, LLaMA-2-7B: 50 % / 2:4"), out)
