@@ -58,3 +58,16 @@ def test_bad_requests_write_nothing(tmp_path):
     with pytest.raises(PruneError, match="not a multiple of M=3|pattern"):
         llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES, pattern="2:3")
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+@pytest.mark.parametrize("family, head_on_disk", [("llama", True), ("gemma3", False)])
+def test_the_shell_holds_no_block_and_no_untied_lm_head(family, head_on_disk, tmp_path):
+    model = build(family)
+    model.save_pretrained(tmp_path / "in", max_shard_size="40KB")
+    shell, name, _, config, on_disk = sharded._shell(tmp_path / "in")
+    assert not any(k.startswith(name + ".") for k in shell.state_dict())
+    assert (on_disk == ["lm_head.weight"]) == head_on_disk
+    assert shell.get_output_embeddings().weight.is_meta == head_on_disk
+    assert config.num_hidden_layers == model.config.num_hidden_layers
+    embed = shell.get_input_embeddings().weight
+    assert torch.equal(embed, model.get_input_embeddings().weight)  # real weights, not a fresh init

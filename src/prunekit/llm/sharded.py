@@ -13,6 +13,7 @@ shell, one block, and the calibration activations. The output folder is a Huggin
 Families: those whose block class is built as Block(config, layer_idx) (Llama, Qwen2/3,
 Mistral, Gemma-3, Phi-3, GPT-2 in transformers 5).
 """
+import contextlib
 import copy
 import json
 import shutil
@@ -76,9 +77,12 @@ class _Stop(Exception):
     pass
 
 
-def _shell(folder: Path, shards: Shards):
+def _shell(folder: Path):
     """(the model with its blocks' list emptied of weights, the list's name, the block class,
-    the config): built with one block (one of each layer type), then told it has all again."""
+    the config, the names of the weights left on disk): read with one block (one of each layer
+    type), then told it has all again. transformers reads the weights one at a time onto an
+    empty model and computes the buffers the shards do not hold (rotary tables), so nothing is
+    built twice; the LM head, which the recorded forward never reaches, stays on disk."""
     import transformers
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     small = copy.deepcopy(config)
@@ -90,26 +94,44 @@ def _shell(folder: Path, shards: Shards):
         for field in LAYER_FIELDS:
             if hasattr(small, field):
                 setattr(small, field, len(small.layer_types))
-    model = transformers.AutoModelForCausalLM.from_config(small).eval()
+    with _quiet_loading(transformers):
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, config=small, dtype=torch.float32, local_files_only=True, output_loading_info=True)
     name, blocks = find_blocks(model)
     block_class = type(blocks[0])
+    lacking = [k for k in info["missing_keys"] if not k.startswith(name + ".")]
+    if lacking:
+        raise PruneError(f"{folder}: the shards lack {lacking[:3]}")
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, nn.ModuleList())  # the loaded blocks go
     for field, value in vars(config).items():  # every module holding the config sees all blocks again
         if not field.startswith("_"):          # (the attention implementation chosen at build stays)
             setattr(model.config, field, value)
-    keep = {k for k in model.state_dict() if not k.startswith(name + ".")}
-    state = shards.read(sorted(keep & set(shards.where)))
-    missing = model.load_state_dict(state, strict=False).missing_keys
-    untied = [k for k in missing if not k.startswith(name + ".") and not _tied(model, k)]
-    if untied:
-        raise PruneError(f"{folder}: the shards lack {untied[:3]}")
-    return model, name, block_class, model.config
+    return model.eval(), name, block_class, model.config, _leave_head_on_disk(model)
 
 
-def _tied(model, key) -> bool:
-    """A parameter the model ties to another (the LM head to the input embeddings)."""
-    tensor = model.state_dict()[key]
-    return any(other is not key and t.data_ptr() == tensor.data_ptr()
-               for other, t in model.state_dict().items() if other != key)
+@contextlib.contextmanager
+def _quiet_loading(transformers):
+    """from_pretrained with fewer blocks than the shards hold reports the others as unexpected."""
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def _leave_head_on_disk(model) -> list:
+    """Free an untied LM head (its weight becomes an empty meta tensor) and return the names
+    under which _finish copies it from the input shards."""
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or head.weight is embed.weight:
+        return []
+    names = [n for n, p in model.named_parameters() if p is head.weight or p is getattr(head, "bias", None)]
+    head.weight = nn.Parameter(head.weight.to("meta"), requires_grad=False)
+    if getattr(head, "bias", None) is not None:
+        head.bias = nn.Parameter(head.bias.to("meta"), requires_grad=False)
+    return names
 
 
 def _load_block(block_class, config, index: int, name: str, shards: Shards) -> nn.Module:
@@ -165,9 +187,13 @@ def _write(tmp: Path, filename: str, state: dict, weight_map: dict) -> None:
     weight_map.update(dict.fromkeys(state, filename))
 
 
-def _finish(model, config, folder: Path, tmp: Path, out: Path, weight_map: dict, n: int) -> None:
-    """The shell's own weights, the shard index, the config and the other files; then rename."""
-    _write(tmp, f"model-{n + 1:05d}-of-{n + 1:05d}.safetensors", _unique_state(model), weight_map)
+def _finish(model, config, folder: Path, tmp: Path, out: Path, weight_map: dict, n: int, on_disk: list,
+            shards: Shards) -> None:
+    """The shell's own weights (with those left on disk copied over), the shard index, the config
+    and the other files; then rename."""
+    state = {k: v for k, v in _unique_state(model).items() if k not in on_disk}
+    state.update(shards.read(on_disk))
+    _write(tmp, f"model-{n + 1:05d}-of-{n + 1:05d}.safetensors", state, weight_map)
     index = {"metadata": {"format": "pt"}, "weight_map": dict(sorted(weight_map.items()))}
     (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     config.save_pretrained(tmp)
@@ -188,7 +214,7 @@ def prune_sharded(folder, out, batches: torch.Tensor, *, method: str = "wanda", 
     if out.exists() and any(out.iterdir()):
         raise PruneError(f"{out} exists and is not empty: give a new folder")
     shards = Shards(folder)
-    model, name, block_class, config = _shell(folder, shards)
+    model, name, block_class, config, on_disk = _shell(folder)
     n = next(getattr(config, f) for f in LAYER_FIELDS if hasattr(config, f))
     calls, inputs = _record(model, name, n, batches)
     report = LLMPruneReport(method, pattern, "uniform", 0.0, calibration=tuple(batches.shape))
@@ -205,7 +231,7 @@ def prune_sharded(folder, out, batches: torch.Tensor, *, method: str = "wanda", 
             _write(tmp, f"model-{index + 1:05d}-of-{n + 1:05d}.safetensors", _unique_state(block, f"{name}.{index}."),
                    weight_map)
             del block  # before the next is read: one block in memory at a time
-        _finish(model, config, folder, tmp, out, weight_map, n)
+        _finish(model, config, folder, tmp, out, weight_map, n, on_disk, shards)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
