@@ -126,3 +126,43 @@ def test_a_damaged_plan_is_a_prune_error(tmp_path):
     save_file(tensors, str(path), metadata={"prunekit": json.dumps(plan)})
     with pytest.raises(pk.PruneError, match="plan is damaged"):
         load(path)
+
+
+def _saved_forms(path):
+    from safetensors import safe_open
+    import json
+    with safe_open(str(path), "pt") as f:
+        return {k: v["form"] for k, v in json.loads(f.metadata()["prunekit"])["forms"].items()}
+
+
+@pytest.mark.parametrize("prune, form", [(lambda m: pk.prune_magnitude(m, 0.9, scope="layer"), "bitmask"),
+                                         (lambda m: pk.prune_magnitude(m, 0.97, scope="layer"), "csr16"),
+                                         (lambda m: pk.prune_nm(m, 1, 8), "nm"),
+                                         (lambda m: pk.prune_nm(m, 2, 4), "bitmask")])
+def test_compressed_checkpoints_choose_the_smallest_form_and_load_bit_exact(tmp_path, prune, form):
+    model = zoo.build("lenet300")
+    prune(model)
+    pk.make_permanent(model)
+    path = save(model, tmp_path / "c.safetensors", format="compressed")
+    assert _saved_forms(path)["net.1.weight"] == form
+    loaded = load(path).state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded[name]), name
+
+
+def test_compressed_sizes_at_90_percent_and_int8_values(tmp_path):
+    model = nn.Sequential(nn.Linear(1024, 1024, bias=False), nn.Linear(1024, 1024, bias=False))
+    pk.prune_magnitude(model, 0.9)
+    pk.make_permanent(model)
+    fresh = nn.Sequential(nn.Linear(1024, 1024, bias=False), nn.Linear(1024, 1024, bias=False))
+    dense = save(model, tmp_path / "d.safetensors").stat().st_size
+    packed = save(model, tmp_path / "c.safetensors", format="compressed").stat().st_size
+    int8 = save(model, tmp_path / "q.safetensors", format="compressed", int8=True).stat().st_size
+    assert packed <= 0.14 * dense and int8 <= 0.06 * dense
+    loaded = load(tmp_path / "q.safetensors", model=fresh)
+    w, q = model[0].weight, loaded[0].weight
+    assert torch.equal(q != 0, w != 0)  # the same zeros
+    scale = w.abs().amax(dim=1, keepdim=True) / 127
+    assert bool(((q - w).abs() <= scale / 2 + 1e-7).all())  # each value within half a step
+    with pytest.raises(pk.PruneError, match="compressed"):
+        save(model, tmp_path / "x.safetensors", int8=True)

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
-from prunekit.serialization import sparse_format
+from prunekit.serialization import codecs
 from prunekit.targets import (
     effective_state,
     effective_tensors,
@@ -41,7 +41,8 @@ def count_params(model: nn.Module) -> dict:
 @torch.no_grad()
 def sizes(model: nn.Module) -> dict:
     """size_bytes of the dense safetensors file, and size_bytes_compressed where every
-    prunable weight whose values+bitmask form is smaller is stored that way: the weights as
+    prunable weight is stored in its smallest form (bitmask, CSR-16/32, packed N:M, dense;
+    serialization.codecs, as pk.save(format="compressed") chooses): the weights as
     deployed (masks baked in, as after make_permanent). pk.save of a model still masked also
     writes its masks, one byte per weight of a dense-stored masked tensor."""
     state = effective_state(model)
@@ -50,9 +51,9 @@ def sizes(model: nn.Module) -> dict:
     dense = len(safetensors_save(state))
     prunable = {f"{name}.weight" if name else "weight" for name, _ in prunable_modules(model)}
     for key in prunable & set(state):
-        tensor = state[key]
-        if sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
-            packed = sparse_format.pack(state.pop(key))
-            state.update({f"{key}.__{part}": value for part, value in packed.items()})
+        coded = codecs.encode(state[key])
+        if coded is not None:
+            del state[key]
+            state.update({f"{key}.__{part}": value.contiguous() for part, value in coded[1].items()})
     compressed = len(safetensors_save(state))
     return {"size_bytes": dense, "size_bytes_compressed": compressed}

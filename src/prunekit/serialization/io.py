@@ -15,13 +15,16 @@ from torch import nn
 from prunekit import masks, surgery
 from prunekit._utils.atomic import atomic_path
 from prunekit.errors import PruneError
-from prunekit.serialization import sparse_format
+from prunekit.deploy.choose import apply_kernels
+from prunekit.deploy.sparse_linear import sparse_layers_as_linear
+from prunekit.serialization import codecs, sparse_format
 from prunekit.structured import blocks
 from prunekit.targets import effective_state as _effective_state
 from prunekit.targets import prunable_modules, tied_names
 from prunekit.zoo import models as zoo
 
 FORMATS = ("dense", "compressed")
+_PART = ".__"  # a stored tensor's parts and mask: "<name>.__<part>"
 _MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"
 
 
@@ -39,11 +42,26 @@ def _distinct_storage(tensors: dict) -> dict:
     return out
 
 
-def save(model: nn.Module, path, format: str = "dense") -> Path:
-    """Write `model` to `path` (safetensors); format "dense" or "compressed" (values + bitmask)."""
+def save(model: nn.Module, path, format: str = "dense", *, int8: bool = False) -> Path:
+    """Write `model` to `path` (safetensors). format "dense", or "compressed": each prunable
+    weight in the smallest of bitmask, CSR-16/32 and packed N:M (serialization.codecs), its
+    values as int8 with a scale per row if `int8`. Layers running sparse kernels (pk.to_sparse)
+    are written as plain weights and get the same kernels back on load."""
     if format not in FORMATS:
         raise PruneError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
-    tensors, packed = {}, []
+    if int8 and format != "compressed":
+        raise PruneError('int8 values are a compressed form: pass format="compressed"')
+    with sparse_layers_as_linear(model) as kernels:
+        tensors, plan = _tensors_and_plan(model, format, int8)
+    plan["kernels"] = kernels
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
+    return path
+
+
+def _tensors_and_plan(model, format, int8):
+    tensors, forms = {}, {}
     masked = _distinct_storage({f"{m}.{t}" if m else t: masks.get_mask(mod, t)
                                 for m, mod, t in masks.masked_modules(model)})
     prunable = {f"{n}.weight" if n else "weight" for n, _ in prunable_modules(model)}
@@ -53,25 +71,22 @@ def save(model: nn.Module, path, format: str = "dense") -> Path:
         if name in tied:
             continue
         tensor = tensor.contiguous()
-        if format == "compressed" and name in prunable and \
-                sparse_format.packed_nbytes(tensor) < tensor.numel() * tensor.element_size():
-            parts = sparse_format.pack(tensor)
-            tensors[name + _VALUES], tensors[name + _BITMASK] = parts["values"], parts["bitmask"]
-            packed.append([name, list(tensor.shape)])
-            if name in masked and not torch.equal(masked[name].to(torch.bool), tensor != 0):
-                tensors[name + _MASK] = masked[name].contiguous()  # live weights that are exactly 0
-        else:
+        coded = codecs.encode(tensor, int8) if format == "compressed" and name in prunable else None
+        if coded is None:
             tensors[name] = tensor
-            if name in masked:  # a packed tensor's bitmask doubles as its mask, unless saved above
-                tensors[name + _MASK] = masked[name].contiguous()
+            stored = tensor
+        else:
+            form, parts = coded
+            tensors.update({f"{name}{_PART}{k}": v.contiguous() for k, v in parts.items()})
+            forms[name] = {"form": form, "shape": list(tensor.shape), "dtype": str(tensor.dtype)[6:]}
+            stored = codecs.decode(form, parts, list(tensor.shape), tensor.dtype)
+        if name in masked and (coded is None or not torch.equal(masked[name].to(torch.bool), stored != 0)):
+            tensors[name + _MASK] = masked[name].contiguous()  # else the stored zeros are the mask
     arch = zoo.architecture(model)
     plan = {"prunekit": 1, "format": format, "arch": arch and {"name": arch[0], "kwargs": arch[1]},
             "shapes": _shapes(state), "attrs": surgery.shape_attrs(model), "masked": sorted(masked),
-            "packed": packed, "skipped": blocks.skipped(model), "tied": tied}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
-    return path
+            "packed": [], "forms": forms, "skipped": blocks.skipped(model), "tied": tied}
+    return tensors, plan
 
 
 def _read(path):
@@ -90,13 +105,18 @@ def _read(path):
 
 
 def _unpacked(tensors, plan):
-    """Tensors by state name, packed ones restored, plus {name: mask} for masked ones."""
-    state = {k: v for k, v in tensors.items() if not k.endswith((_MASK, _VALUES, _BITMASK))}
+    """Tensors by state name, compressed ones restored, plus {name: mask} for masked ones."""
+    state = {k: v for k, v in tensors.items() if _PART not in k}
     mask_of = {k[:-len(_MASK)]: v for k, v in tensors.items() if k.endswith(_MASK)}
-    for name, shape in plan["packed"]:
+    for name, shape in plan["packed"]:  # files written before the forms: bitmask only
         state[name] = sparse_format.unpack({"values": tensors[name + _VALUES],
                                             "bitmask": tensors[name + _BITMASK],
                                             "shape": torch.tensor(shape)})
+    for name, form in plan.get("forms", {}).items():
+        prefix = name + _PART
+        parts = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k != name + _MASK}
+        state[name] = codecs.decode(form["form"], parts, form["shape"], getattr(torch, form["dtype"]))
+    for name in [n for n, _ in plan["packed"]] + list(plan.get("forms", {})):
         if name in plan["masked"] and name not in mask_of:
             mask_of[name] = state[name] != 0
     return state, mask_of
@@ -180,6 +200,7 @@ def _rebuild(path, tensors, plan, model):
             else:  # a half-precision model stays half precision
                 target.data = value.to(target.device)
     _retie(modules, tied)
+    apply_kernels(model, plan.get("kernels", {}))
     return model
 
 

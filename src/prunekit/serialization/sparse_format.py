@@ -83,3 +83,9 @@ def packed_nbytes(t: torch.Tensor) -> int:
     """Bytes of pack(t)'s tensors, computed without packing."""
     nonzeros = int(torch.count_nonzero(t.detach())) if t.numel() else 0
     return nonzeros * t.element_size() + (t.numel() + 7) // 8 + 8 * t.dim()
+
+
+def unpack_flags(bits: torch.Tensor, count: int) -> torch.Tensor:
+    """The first `count` nonzero flags of a bitmask, as bool (in chunks, like unpack)."""
+    return torch.cat([_unpackbits(bits[start // 8:(start + _CHUNK) // 8], min(_CHUNK, count - start))
+                      for start in range(0, count, _CHUNK)]) if count else torch.zeros(0, dtype=torch.bool)

@@ -1,0 +1,127 @@
+"""pk.to_sparse: each pruned Linear layer gets the kernel that is fastest for it on this machine,
+at the batch the example inputs give it; dense wherever no sparse kernel beats dense by a margin.
+
+The choice is a micro-benchmark per layer: the layer's own input (captured from one forward of
+the example inputs), every kernel that can hold its weight, warm-up, then interleaved rounds,
+compared by the median. A sparse kernel must beat dense by `margin` (5 %) to be chosen, so
+the choice costs at most the timing noise where sparsity does not pay.
+"""
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from prunekit._utils.inputs import as_inputs
+from prunekit.deploy.kernels import KERNELS, ORDER
+from prunekit.deploy.sparse_linear import SparseLinear
+from prunekit.errors import PruneError
+from prunekit.targets import stored_weight
+
+
+def to_sparse(model: nn.Module, example_inputs, *, margin: float = 0.05, kernels=None, rounds: int = 7,
+              min_sparsity: float = 0.0, report: dict | None = None) -> nn.Module:
+    """Replace the model's pruned Linear layers (in place) by SparseLinear where a sparse kernel
+    is measured faster than dense at the example inputs' batch; returns the model.
+    `report`, if given, receives {layer: {"kernel", "batch", "seconds": {kernel: median}}}."""
+    plan = plan_kernels(model, example_inputs, margin=margin, kernels=kernels, rounds=rounds,
+                        min_sparsity=min_sparsity)
+    apply_kernels(model, {name: row["kernel"] for name, row in plan.items()})
+    if report is not None:
+        report.update(plan)
+    return model
+
+
+def apply_kernels(model: nn.Module, choice: dict) -> nn.Module:
+    """Put SparseLinear with the named kernel in place of each named Linear ("dense" leaves it)."""
+    for name, kernel in choice.items():
+        if kernel == "dense":
+            continue
+        module = model.get_submodule(name)
+        if not isinstance(module, nn.Linear):
+            raise PruneError(f"{name!r} is a {type(module).__name__}, not a Linear layer")
+        model.set_submodule(name, SparseLinear.from_linear(module, kernel))
+    return model
+
+
+def candidates(model: nn.Module, min_sparsity: float = 0.0) -> dict:
+    """{name: Linear} of float32 CPU Linear layers with zeros in their weight, each stored weight
+    once and none shared with another module (a tied LM head stays as it is)."""
+    owners = {}
+    for name, module in model.named_modules():
+        for tensor in module.parameters(recurse=False):
+            owners.setdefault(id(tensor), []).append(name)
+    found = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or type(module).forward is not nn.Linear.forward:
+            continue  # a subclass with its own forward (LoRA, quantized) computes something else
+        weight = module.weight
+        if weight.dtype != torch.float32 or weight.device.type != "cpu" or _shared(module, owners):
+            continue
+        if float((weight == 0).float().mean()) > min_sparsity:
+            found[name] = module
+    return found
+
+
+def plan_kernels(model, example_inputs, *, margin=0.05, kernels=None, rounds=7, min_sparsity=0.0) -> dict:
+    """{layer: {"kernel", "batch", "seconds": {kernel: median seconds}}} without changing the model."""
+    names = kernels or ORDER
+    unknown = [k for k in names if k not in KERNELS]
+    if unknown:
+        raise PruneError(f"unknown kernel {unknown[0]!r}: choose from {', '.join(ORDER)}")
+    layers = candidates(model, min_sparsity)
+    inputs = _layer_inputs(model, example_inputs, layers)
+    plan = {}
+    for name, module in layers.items():
+        if name not in inputs:
+            continue  # not reached by the example inputs: left dense
+        x = inputs[name]
+        weight = module.weight.detach()
+        seconds = _time_kernels(weight, module.bias, x, [k for k in names if KERNELS[k].fits(weight)], rounds)
+        best = min(seconds, key=seconds.get)
+        if seconds[best] > (1 - margin) * seconds["dense"]:
+            best = "dense"
+        plan[name] = {"kernel": best, "batch": int(x.shape[0]), "seconds": seconds}
+    return plan
+
+
+def _time_kernels(weight, bias, x, names, rounds) -> dict:
+    names = ["dense", *[k for k in names if k != "dense"]]
+    bias = None if bias is None else bias.detach().contiguous()
+    parts = {k: KERNELS[k].pack(weight) for k in names}
+    times = {k: [] for k in names}
+    with torch.no_grad():
+        for k in names:  # warm-up: caches, thread pool, first-call costs
+            KERNELS[k].run(parts[k], x, bias)
+        for _ in range(rounds):
+            for k in names:  # interleaved, so drift in the machine's speed hits every kernel alike
+                started = time.perf_counter()
+                KERNELS[k].run(parts[k], x, bias)
+                times[k].append(time.perf_counter() - started)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _layer_inputs(model, example_inputs, layers) -> dict:
+    """Each layer's input from one forward of the example inputs, flattened to (batch, in)."""
+    seen = {}
+
+    def hook(name):
+        def record(module, args):
+            if name not in seen:
+                seen[name] = args[0].detach().reshape(-1, args[0].shape[-1]).float().contiguous()
+        return record
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            if isinstance(example_inputs, dict):  # keyword arguments (a tokenizer's output)
+                model(**example_inputs)
+            else:
+                model(*as_inputs(example_inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _shared(module, owners) -> bool:
+    return len(owners.get(id(stored_weight(module)), [])) > 1

@@ -1,0 +1,97 @@
+"""Sparse forms of a 2-D weight, shared by the kernels and the compressed checkpoints.
+
+- CSR: row pointers (int64, rows + 1), column indices (16-bit where the row is at most 65536
+  wide, stored as int16 and read as unsigned by the kernels; else 32-bit), values.
+- packed N:M: per row, the kept values of every group of M in order (N per group, zeros where a
+  group keeps fewer) and their positions in the group as 4-bit nibbles, two per byte (the first
+  in the low nibble). M is at most 16.
+- bitmask: serialization.sparse_format (values + np.packbits of the nonzeros).
+
+Every `to_*` is exact: `dense(to_x(w)) == w` bit for bit (-0.0 becomes 0.0).
+"""
+import warnings
+
+import torch
+
+from prunekit.errors import PruneError
+
+INDEX16_LIMIT = 1 << 16
+# N:M patterns, sparsest first: a weight is packed with the first it fits (fewest kept values)
+NM_PATTERNS = ((1, 16), (1, 8), (2, 16), (1, 4), (2, 8), (4, 16), (2, 4), (4, 8), (8, 16))
+
+
+def to_csr(weight: torch.Tensor, index_bits: int = 16) -> dict:
+    """{"rowptr", "cols", "values", "shape"} of a 2-D weight."""
+    rows, width = _matrix(weight).shape
+    if index_bits == 16 and width > INDEX16_LIMIT:
+        raise PruneError(f"16-bit column indices need rows of at most {INDEX16_LIMIT} values, not {width}")
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the conversion itself is exact
+        warnings.simplefilter("ignore", UserWarning)
+        csr = weight.detach().to_sparse_csr()
+    cols = csr.col_indices()
+    cols = (cols.to(torch.int32).to(torch.int16) if index_bits == 16  # wraps above 32767: read as unsigned
+            else cols.to(torch.int32))
+    return {"rowptr": csr.crow_indices().to(torch.int64).contiguous(), "cols": cols.contiguous(),
+            "values": csr.values().contiguous(), "shape": torch.tensor([rows, width])}
+
+
+def csr_dense(parts: dict) -> torch.Tensor:
+    rows, width = parts["shape"].tolist()
+    cols = parts["cols"].to(torch.int64)
+    if parts["cols"].dtype == torch.int16:
+        cols = cols % INDEX16_LIMIT  # the unsigned reading of the stored bits
+    return torch.sparse_csr_tensor(parts["rowptr"].to(torch.int64), cols, parts["values"], (rows, width),
+                                   check_invariants=False).to_dense()
+
+
+def fits_nm(weight: torch.Tensor, n: int, m: int) -> bool:
+    """True when the rows split into groups of `m` that each keep at most `n` nonzeros."""
+    w = _matrix(weight)
+    if m > 16 or n >= m or w.shape[1] % m:
+        return False
+    return bool(((w != 0).view(w.shape[0], -1, m).sum(-1) <= n).all())
+
+
+def nm_pattern(weight: torch.Tensor):
+    """(n, m) of the sparsest N:M pattern the weight fits, or None."""
+    return next(((n, m) for n, m in NM_PATTERNS if fits_nm(weight, n, m)), None)
+
+
+def to_nm(weight: torch.Tensor, n: int, m: int) -> dict:
+    """{"values", "positions", "shape", "nm"} of a weight that fits N:M (see fits_nm)."""
+    w = _matrix(weight).detach()
+    if not fits_nm(w, n, m):
+        raise PruneError(f"the weight {list(w.shape)} does not fit {n}:{m}")
+    rows, width = w.shape
+    groups = w.view(rows, -1, m)
+    # the n positions kept in each group, nonzeros first, in column order within each kind
+    order = torch.argsort((groups == 0).to(torch.int8) * m + torch.arange(m), dim=-1)[..., :n]
+    order = order.sort(dim=-1).values
+    values = torch.gather(groups, -1, order).reshape(rows, -1)
+    nibbles = order.reshape(rows, -1).to(torch.uint8)
+    if nibbles.shape[1] % 2:
+        nibbles = torch.cat([nibbles, nibbles.new_zeros(rows, 1)], dim=1)
+    positions = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+    return {"values": values.contiguous(), "positions": positions.contiguous(),
+            "shape": torch.tensor([rows, width]), "nm": torch.tensor([n, m])}
+
+
+def nm_dense(parts: dict) -> torch.Tensor:
+    rows, width = parts["shape"].tolist()
+    n, m = parts["nm"].tolist()
+    kept = width // m * n
+    nibbles = torch.stack([parts["positions"] & 15, parts["positions"] >> 4], dim=-1).reshape(rows, -1)[:, :kept]
+    columns = torch.arange(kept).div(n, rounding_mode="floor") * m + nibbles.to(torch.int64)
+    out = torch.zeros(rows, width, dtype=parts["values"].dtype)
+    return out.scatter_(1, columns, parts["values"])
+
+
+def nbytes(parts: dict) -> int:
+    """Bytes of the tensors of a sparse form (what a kernel reads, what a file stores)."""
+    return sum(t.numel() * t.element_size() for k, t in parts.items() if k not in ("shape", "nm"))
+
+
+def _matrix(weight: torch.Tensor) -> torch.Tensor:
+    if weight.dim() != 2:
+        raise PruneError(f"a sparse form needs a 2-D weight, got shape {list(weight.shape)}")
+    return weight

@@ -1,0 +1,123 @@
+"""The kernels a sparse Linear can run, by name: each turns a weight into the tensors it keeps
+(`pack`) and computes y = x W^T + b from them (`run`, x of shape (batch, in), float32).
+
+- dense: torch's own matmul (MKL/oneDNN), the reference every choice is timed against.
+- torch-csr: torch's CSR tensor with 32-bit indices (MKL sparse BLAS).
+- csr16, csr32: prunekit's CSR kernels (deploy/_kernels.c), 16- or 32-bit column indices.
+- nm: prunekit's packed N:M kernel, for weights with at most N nonzeros in every M.
+"""
+import ctypes
+
+import torch
+import torch.nn.functional as F
+
+from prunekit.deploy import build, formats
+
+ORDER = ("dense", "torch-csr", "csr16", "csr32", "nm")
+
+
+def threads() -> int:
+    return torch.get_num_threads()
+
+
+def _ptr(t: torch.Tensor):
+    return ctypes.c_void_p(t.data_ptr()) if t is not None else None
+
+
+def _call(fn, *args) -> None:
+    if fn(*args):
+        raise MemoryError("prunekit's sparse kernel could not allocate its input tiles")
+
+
+class Dense:
+    name = "dense"
+
+    @staticmethod
+    def fits(weight):
+        return True
+
+    @staticmethod
+    def pack(weight):
+        return {"weight": weight.detach().contiguous()}
+
+    @staticmethod
+    def run(parts, x, bias):
+        return F.linear(x, parts["weight"], bias)
+
+    @staticmethod
+    def dense(parts):
+        return parts["weight"]
+
+
+class TorchCSR:
+    name = "torch-csr"
+
+    @staticmethod
+    def fits(weight):
+        return True
+
+    @staticmethod
+    def pack(weight):
+        parts = formats.to_csr(weight, index_bits=32)
+        parts["rowptr"] = parts["rowptr"].to(torch.int32)  # torch wants both index tensors alike
+        return parts
+
+    @staticmethod
+    def run(parts, x, bias):
+        rows, width = parts["shape"].tolist()  # a view of the stored tensors: no copy, no check
+        matrix = torch.sparse_csr_tensor(parts["rowptr"], parts["cols"], parts["values"], (rows, width),
+                                         check_invariants=False)
+        y = torch.sparse.mm(matrix, x.t()).t()
+        return y + bias if bias is not None else y
+
+    dense = staticmethod(formats.csr_dense)
+
+
+class OwnCSR:
+    def __init__(self, bits):
+        self.bits, self.name = bits, f"csr{bits}"
+
+    def fits(self, weight):
+        return build.available() and (self.bits == 32 or weight.shape[1] <= formats.INDEX16_LIMIT)
+
+    def pack(self, weight):
+        return formats.to_csr(weight, index_bits=self.bits)
+
+    def run(self, parts, x, bias):
+        (batch, width), out = x.shape, int(parts["rowptr"].numel() - 1)
+        y = torch.empty(batch, out)
+        fn = build.library().pk_csr_i16 if self.bits == 16 else build.library().pk_csr_i32
+        _call(fn, _ptr(parts["rowptr"]), _ptr(parts["cols"]), _ptr(parts["values"]), _ptr(x), _ptr(bias), _ptr(y),
+              batch, width, out, threads())
+        return y
+
+    dense = staticmethod(formats.csr_dense)
+
+
+class PackedNM:
+    name = "nm"
+
+    @staticmethod
+    def fits(weight):
+        """A weight pruned to N:M: an unstructured one may fit 8:16 while keeping a tenth, and
+        would run half its slots on zeros."""
+        pattern = build.available() and formats.nm_pattern(weight)
+        return bool(pattern) and float((weight != 0).float().mean()) >= 0.75 * pattern[0] / pattern[1]
+
+    @staticmethod
+    def pack(weight):
+        return formats.to_nm(weight, *formats.nm_pattern(weight))
+
+    @staticmethod
+    def run(parts, x, bias):
+        (batch, width), (out, kept) = x.shape, parts["values"].shape
+        n, m = parts["nm"].tolist()
+        y = torch.empty(batch, out)
+        _call(build.library().pk_nm, _ptr(parts["values"]), _ptr(parts["positions"]), _ptr(x), _ptr(bias), _ptr(y),
+              batch, width, out, kept, n, m, threads())
+        return y
+
+    dense = staticmethod(formats.nm_dense)
+
+
+KERNELS = {k.name: k for k in (Dense(), TorchCSR(), OwnCSR(16), OwnCSR(32), PackedNM())}

@@ -1,0 +1,74 @@
+"""SparseLinear: a Linear layer whose weight is kept in one sparse form and run by one kernel."""
+import contextlib
+
+import torch
+from torch import nn
+
+from prunekit.deploy.kernels import KERNELS
+from prunekit.errors import PruneError
+
+
+class SparseLinear(nn.Module):
+    """y = x W^T + b with W held as `kernel`'s tensors (buffers, so state_dict and pk.save see
+    them). Inference only, float32, CPU: the kernels compute no gradients."""
+
+    def __init__(self, in_features: int, out_features: int, kernel: str, parts: dict, bias=None):
+        super().__init__()
+        self.in_features, self.out_features, self.kernel = in_features, out_features, kernel
+        self.part_names = tuple(parts)
+        for name, tensor in parts.items():
+            self.register_buffer(name, tensor)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().contiguous(), requires_grad=False)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, kernel: str) -> "SparseLinear":
+        weight = linear.weight.detach()  # a masked weight's effective value: exact zeros
+        if weight.dtype != torch.float32 or weight.device.type != "cpu":
+            raise PruneError(f"sparse kernels run float32 weights on the CPU, not {weight.dtype} on {weight.device}")
+        if not KERNELS[kernel].fits(weight):
+            raise PruneError(f"kernel {kernel!r} cannot hold a weight of shape {list(weight.shape)} with this pattern")
+        return cls(linear.in_features, linear.out_features, kernel, KERNELS[kernel].pack(weight), linear.bias)
+
+    def parts(self) -> dict:
+        return {name: getattr(self, name) for name in self.part_names}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            raise PruneError("SparseLinear runs inference only: call it under torch.no_grad(), or train the "
+                             "model before pk.to_sparse")
+        if x.shape[-1] != self.in_features:
+            raise PruneError(f"SparseLinear expects inputs of width {self.in_features}, got {x.shape[-1]}")
+        flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
+        if flat.shape[0] == 0:
+            y = flat.new_zeros(0, self.out_features)
+        else:
+            y = KERNELS[self.kernel].run(self.parts(), flat, self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def dense_weight(self) -> torch.Tensor:
+        return KERNELS[self.kernel].dense(self.parts())
+
+    def to_linear(self) -> nn.Linear:
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+@contextlib.contextmanager
+def sparse_layers_as_linear(model: nn.Module):
+    """Within the block, every SparseLinear of `model` is a plain Linear with the same weight
+    (what pk.save writes); yields {name: kernel}; the SparseLinear layers come back after."""
+    sparse = {name: m for name, m in model.named_modules() if isinstance(m, SparseLinear)}
+    try:
+        for name, module in sparse.items():
+            model.set_submodule(name, module.to_linear())
+        yield {name: module.kernel for name, module in sparse.items()}
+    finally:
+        for name, module in sparse.items():
+            model.set_submodule(name, module)

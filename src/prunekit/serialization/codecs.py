@@ -1,0 +1,98 @@
+"""The compressed forms pk.save(format="compressed") chooses between, per tensor: whichever of
+bitmask, CSR with 16- or 32-bit column indices, packed N:M and dense takes fewest bytes.
+
+Packed N:M spends 4 bits per kept value, 4N/M bits per weight, against the bitmask's 1: it is
+smaller only below 1 in 4 kept (1:8, 1:16); 2:4 is stored as a bitmask (2.125 bytes per weight
+against 2.25). The kernels still run 2:4 from the packed form, built at load.
+
+A tensor of any shape is stored as the matrix (shape[0], rest). Each form is exact; with
+`int8=True` the kept values are stored as int8 with one float32 scale per row (symmetric,
+round to nearest), so the file is about 4x smaller again and loads to those rounded values.
+"""
+import torch
+
+from prunekit.deploy import formats
+from prunekit.serialization import sparse_format
+
+FORMS = ("bitmask", "csr16", "csr32", "nm")
+
+
+def _matrix(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 2 else tensor.reshape(1, -1)
+
+
+def _candidates(matrix: torch.Tensor) -> dict:
+    found = {"bitmask": sparse_format.pack(matrix)}
+    found["bitmask"].pop("shape")
+    for bits in (16, 32):
+        if bits == 32 or matrix.shape[1] <= formats.INDEX16_LIMIT:
+            csr = formats.to_csr(matrix, index_bits=bits)
+            if csr["values"].numel() < 2**31:  # int32 row pointers on disk
+                csr["rowptr"] = csr["rowptr"].to(torch.int32)
+            csr.pop("shape")
+            found[f"csr{bits}"] = csr
+    pattern = formats.nm_pattern(matrix)
+    if pattern:
+        nm = formats.to_nm(matrix, *pattern)
+        nm.pop("shape")
+        found["nm"] = nm
+    return found
+
+
+def quantize_rows(values: torch.Tensor, rows: torch.Tensor) -> dict:
+    """int8 values and one scale per row; `rows` gives each value's row."""
+    count = int(rows.max()) + 1 if rows.numel() else 0
+    peak = torch.zeros(count).scatter_reduce_(0, rows, values.abs().float(), "amax")
+    scale = torch.where(peak > 0, peak / 127, torch.ones_like(peak))
+    return {"q": torch.round(values / scale[rows]).clamp_(-127, 127).to(torch.int8), "scale": scale}
+
+
+def _rows_of(form: str, parts: dict, rows: int, width: int) -> torch.Tensor:
+    """Each stored value's row, in storage order."""
+    if form.startswith("csr"):
+        return torch.repeat_interleave(torch.arange(rows), parts["rowptr"].to(torch.int64).diff())
+    if form == "nm":
+        return torch.arange(rows).repeat_interleave(parts["values"].shape[1])
+    flags = sparse_format.unpack_flags(parts["bitmask"], rows * width)
+    return flags.nonzero()[:, 0].div(max(width, 1), rounding_mode="floor")
+
+
+def encode(tensor: torch.Tensor, int8: bool = False):
+    """(form, {part: tensor}) of the smallest form, or None where dense is smallest."""
+    matrix = _matrix(tensor)
+    best, best_parts = None, None
+    for form, parts in _candidates(matrix).items():
+        if int8:
+            parts = _as_int8(form, parts, *matrix.shape)
+        if best is None or formats.nbytes(parts) < formats.nbytes(best_parts):
+            best, best_parts = form, parts
+    dense = tensor.numel() * tensor.element_size()
+    return (best, best_parts) if formats.nbytes(best_parts) < dense else None
+
+
+def _as_int8(form, parts, rows, width) -> dict:
+    rows_of = _rows_of(form, parts, rows, width)
+    values = parts.pop("values")
+    q = quantize_rows(values.reshape(-1), rows_of)
+    return {**parts, "values_int8": q["q"].reshape(values.shape), "scale": q["scale"]}
+
+
+def decode(form: str, parts: dict, shape: list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The tensor `encode` stored, of `shape`; int8 values come back as `dtype`."""
+    parts = dict(parts)
+    rows = shape[0] if len(shape) >= 2 else 1
+    numel = 1
+    for size in shape:
+        numel *= size
+    width = numel // rows if rows else 0
+    if "values_int8" in parts:
+        q, scale = parts.pop("values_int8"), parts.pop("scale")
+        rows_of = _rows_of(form, {**parts, "values": q}, rows, width)
+        parts["values"] = (q.reshape(-1).float() * scale[rows_of]).reshape(q.shape).to(dtype)
+    if form == "bitmask":
+        matrix = sparse_format.unpack({**parts, "shape": torch.tensor([rows, width])})
+    elif form.startswith("csr"):
+        matrix = formats.csr_dense({**parts, "shape": torch.tensor([rows, width])})
+    else:
+        matrix = formats.nm_dense({**parts, "shape": torch.tensor([rows, width])})
+    return matrix.reshape(shape)

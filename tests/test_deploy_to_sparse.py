@@ -1,0 +1,91 @@
+"""pk.to_sparse: pruned Linear layers run the kernel measured fastest, dense where none is;
+outputs stay those of the dense model; the result saves and loads with pk.save / pk.load."""
+import pytest
+import torch
+from torch import nn
+
+import prunekit as pk
+from prunekit import zoo
+from prunekit.deploy import SparseLinear, apply_kernels, build, choose, plan_kernels, to_sparse
+from prunekit.deploy.kernels import KERNELS
+
+pytestmark = pytest.mark.skipif(not build.available(), reason="no C compiler for prunekit's own kernels")
+
+
+def mlp(width=256, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, 10)).eval()
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k != "dense"])
+def test_each_kernel_in_a_model_gives_the_dense_outputs(kernel):
+    model = mlp()
+    pk.prune_nm(model, 2, 4) if kernel == "nm" else pk.prune_magnitude(model, 0.9)
+    x = torch.randn(2, 7, 256)  # leading dimensions are flattened and restored
+    expected = model(x)
+    apply_kernels(model, {"0": kernel, "2": kernel, "4": kernel})
+    assert all(isinstance(model[i], SparseLinear) and model[i].kernel == kernel for i in (0, 2, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_choice_follows_the_timings_and_falls_back_to_dense(monkeypatch):
+    model = mlp()
+    pk.prune_magnitude(model, 0.9)
+    fake = {"0": {"dense": 1.0, "csr16": 0.5}, "2": {"dense": 1.0, "csr16": 0.97}, "4": {"dense": 1.0, "csr16": 2.0}}
+    calls = iter(["0", "2", "4"])
+    monkeypatch.setattr(choose, "_time_kernels", lambda *args: fake[next(calls)])
+    plan = plan_kernels(model, torch.randn(1, 256))
+    # 3 % faster is inside the 5 % margin: dense stays
+    assert {name: row["kernel"] for name, row in plan.items()} == {"0": "csr16", "2": "dense", "4": "dense"}
+
+
+def test_a_barely_pruned_layer_stays_dense_when_measured():
+    model = mlp(512)
+    pk.prune_magnitude(model, 0.1)
+    report = {}
+    to_sparse(model, torch.randn(64, 512), report=report)
+    assert isinstance(model[0], nn.Linear) and report["0"]["kernel"] == "dense"
+    assert report["0"]["seconds"]["dense"] < report["0"]["seconds"]["csr32"]
+
+
+def test_a_heavily_pruned_model_gets_sparse_kernels_and_keeps_its_outputs():
+    model = mlp(1024)
+    pk.prune_magnitude(model, 0.95)
+    x = torch.randn(1, 1024)
+    expected = model(x)
+    report = {}
+    to_sparse(model, x, report=report)
+    assert report["0"]["batch"] == 1 and isinstance(model[2], SparseLinear)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tied_and_unpruned_layers_are_not_candidates():
+    model = mlp()
+    model[2].weight = model[0].weight  # shared: a sparse copy would double it
+    pk.prune_magnitude(model, 0.5, include=[r"^4$"])
+    assert list(choose.candidates(model)) == ["4"]
+
+
+def test_sparse_model_saves_and_loads_with_its_kernels(tmp_path):
+    model = zoo.build("lenet300")
+    pk.prune_magnitude(model, 0.9)
+    x = torch.randn(3, 1, 28, 28)
+    expected = model(x)
+    apply_kernels(model, {"net.1": "csr16", "net.3": "torch-csr"})
+    for fmt in ("dense", "compressed"):
+        loaded = pk.load(pk.save(model, tmp_path / f"{fmt}.safetensors", format=fmt))
+        assert loaded.net[1].kernel == "csr16" and loaded.net[3].kernel == "torch-csr"
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(model.net[1], SparseLinear)  # saving left the model as it was
+
+
+def test_sparse_layers_refuse_training():
+    layer = SparseLinear.from_linear(nn.Linear(8, 4), "csr32")
+    with pytest.raises(pk.PruneError, match="inference only"):
+        layer(torch.randn(2, 8, requires_grad=True))
+    with pytest.raises(pk.PruneError, match="unknown kernel"):
+        plan_kernels(mlp(), torch.randn(1, 256), kernels=["fast"])
