@@ -79,3 +79,16 @@ def test_form_sizes_are_what_they_say():
     assert formats.nbytes(formats.to_csr(w, 16)) == nnz * 6 + 65 * 8
     assert formats.nbytes(formats.to_csr(w, 32)) == nnz * 8 + 65 * 8
     assert formats.nbytes(formats.to_nm(WEIGHTS["2:4"], 2, 4)) == 19 * 32 * 4 + 19 * 16
+
+
+def test_delta8_bridges_gaps_wider_than_a_byte():
+    w = torch.zeros(3, 70000)
+    w[0, [0, 300, 69999]] = torch.tensor([1.0, 2.0, 3.0])
+    w[1, 600] = -4.0  # row 2 keeps nothing
+    parts = formats.to_delta8(w)
+    # steps 0; 300 = 1 * 255 + 45; 69699 = 273 * 255 + 84; 600 = 2 * 255 + 90: kept entries plus bridges
+    assert parts["deltas"].numel() == 1 + (1 + 1) + (273 + 1) + (2 + 1)
+    assert torch.equal(formats.delta8_dense(parts), w)
+    for batch in (1, 9):
+        x = torch.randn(batch, 70000)
+        torch.testing.assert_close(KERNELS["delta8"].run(parts, x, None), x @ w.t())

@@ -41,13 +41,13 @@ def test_the_choice_follows_the_timings_and_falls_back_to_dense(monkeypatch):
     assert {name: row["kernel"] for name, row in plan.items()} == {"0": "csr16", "2": "dense", "4": "dense"}
 
 
-def test_a_barely_pruned_layer_stays_dense_when_measured():
-    model = mlp(512)
-    pk.prune_magnitude(model, 0.1)
+def test_where_sparsity_does_not_pay_the_layer_stays_dense():
+    model = mlp(1024)  # 20 % sparse at batch 256: dense GEMM is compute-bound and well blocked
+    pk.prune_magnitude(model, 0.2, scope="layer")
     report = {}
-    to_sparse(model, torch.randn(64, 512), report=report)
+    to_sparse(model, torch.randn(256, 1024), report=report)
     assert isinstance(model[0], nn.Linear) and report["0"]["kernel"] == "dense"
-    assert report["0"]["seconds"]["dense"] < report["0"]["seconds"]["csr32"]
+    assert report["0"]["seconds"]["dense"] < min(t for k, t in report["0"]["seconds"].items() if k != "dense")
 
 
 def test_a_heavily_pruned_model_gets_sparse_kernels_and_keeps_its_outputs():

@@ -135,8 +135,8 @@ def _saved_forms(path):
         return {k: v["form"] for k, v in json.loads(f.metadata()["prunekit"])["forms"].items()}
 
 
-@pytest.mark.parametrize("prune, form", [(lambda m: pk.prune_magnitude(m, 0.9, scope="layer"), "bitmask"),
-                                         (lambda m: pk.prune_magnitude(m, 0.97, scope="layer"), "csr16"),
+@pytest.mark.parametrize("prune, form", [(lambda m: pk.prune_magnitude(m, 0.8, scope="layer"), "bitmask"),
+                                         (lambda m: pk.prune_magnitude(m, 0.97, scope="layer"), "delta8"),
                                          (lambda m: pk.prune_nm(m, 1, 8), "nm"),
                                          (lambda m: pk.prune_nm(m, 2, 4), "bitmask")])
 def test_compressed_checkpoints_choose_the_smallest_form_and_load_bit_exact(tmp_path, prune, form):

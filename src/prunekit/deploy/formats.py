@@ -44,6 +44,42 @@ def csr_dense(parts: dict) -> torch.Tensor:
                                    check_invariants=False).to_dense()
 
 
+def to_delta8(weight: torch.Tensor) -> dict:
+    """{"rowptr", "deltas", "values", "shape"}: CSR whose columns are 8-bit steps from the previous
+    kept column of the row (the first from column 0); a step over 255 goes through entries of
+    value 0 and step 255."""
+    csr = to_csr(weight, index_bits=32)
+    rows, _ = csr["shape"].tolist()
+    counts = csr["rowptr"].diff()
+    cols = csr["cols"].to(torch.int64)
+    row_of = torch.repeat_interleave(torch.arange(rows), counts)
+    first = torch.zeros_like(cols, dtype=torch.bool)
+    first[csr["rowptr"][:-1][counts > 0]] = True
+    steps = torch.where(first, cols, cols - torch.cat([cols.new_zeros(1), cols[:-1]]))
+    bridges = steps // 255  # entries of step 255 before each kept one
+    entries = bridges + 1
+    last = torch.cumsum(entries, 0) - 1  # where each kept entry lands
+    deltas = torch.full((int(entries.sum()),), 255, dtype=torch.uint8)
+    values = torch.zeros(int(entries.sum()), dtype=csr["values"].dtype)
+    deltas[last], values[last] = (steps % 255).to(torch.uint8), csr["values"]
+    per_row = torch.zeros(rows, dtype=torch.int64).index_add_(0, row_of, entries)
+    rowptr = torch.cat([per_row.new_zeros(1), per_row.cumsum(0)])
+    return {"rowptr": rowptr, "deltas": deltas, "values": values, "shape": csr["shape"]}
+
+
+def delta8_dense(parts: dict) -> torch.Tensor:
+    rows, width = parts["shape"].tolist()
+    rowptr, steps = parts["rowptr"], parts["deltas"].to(torch.int64)
+    row_of = torch.repeat_interleave(torch.arange(rows), rowptr.diff())
+    total = steps.cumsum(0)
+    row_start = torch.cat([total.new_zeros(1), total])[rowptr[:-1]]  # running sum before each row
+    cols = total - row_start[row_of]
+    out = torch.zeros(rows, width, dtype=parts["values"].dtype)
+    kept = parts["values"] != 0  # the bridges hold zeros
+    out[row_of[kept], cols[kept]] = parts["values"][kept]
+    return out
+
+
 def fits_nm(weight: torch.Tensor, n: int, m: int) -> bool:
     """True when the rows split into groups of `m` that each keep at most `n` nonzeros."""
     w = _matrix(weight)

@@ -4,6 +4,7 @@
 - dense: torch's own matmul (MKL/oneDNN), the reference every choice is timed against.
 - torch-csr: torch's CSR tensor with 32-bit indices (MKL sparse BLAS).
 - csr16, csr32: prunekit's CSR kernels (deploy/_kernels.c), 16- or 32-bit column indices.
+- delta8: prunekit's CSR with 8-bit column steps (5 bytes per kept weight, against 6).
 - nm: prunekit's packed N:M kernel, for weights with at most N nonzeros in every M.
 """
 import ctypes
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from prunekit.deploy import build, formats
 
-ORDER = ("dense", "torch-csr", "csr16", "csr32", "nm")
+ORDER = ("dense", "torch-csr", "csr16", "csr32", "delta8", "nm")
 
 
 def threads() -> int:
@@ -94,6 +95,26 @@ class OwnCSR:
     dense = staticmethod(formats.csr_dense)
 
 
+class Delta8:
+    name = "delta8"
+
+    @staticmethod
+    def fits(weight):
+        return build.available()
+
+    pack = staticmethod(formats.to_delta8)
+
+    @staticmethod
+    def run(parts, x, bias):
+        (batch, width), out = x.shape, int(parts["rowptr"].numel() - 1)
+        y = torch.empty(batch, out)
+        _call(build.library().pk_delta8, _ptr(parts["rowptr"]), _ptr(parts["deltas"]), _ptr(parts["values"]),
+              _ptr(x), _ptr(bias), _ptr(y), batch, width, out, threads())
+        return y
+
+    dense = staticmethod(formats.delta8_dense)
+
+
 class PackedNM:
     name = "nm"
 
@@ -120,4 +141,4 @@ class PackedNM:
     dense = staticmethod(formats.nm_dense)
 
 
-KERNELS = {k.name: k for k in (Dense(), TorchCSR(), OwnCSR(16), OwnCSR(32), PackedNM())}
+KERNELS = {k.name: k for k in (Dense(), TorchCSR(), OwnCSR(16), OwnCSR(32), Delta8(), PackedNM())}
