@@ -64,3 +64,14 @@ def load_dataset(args):
 def write_json(path, payload):
     from prunekit._utils.atomic import write_text
     write_text(Path(path), json.dumps(payload, indent=2, default=str))
+
+
+def ints(text):
+    """Comma-separated whole numbers >= 1: batch sizes, thread counts, a sample's shape."""
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, got {text!r}")
+    return values

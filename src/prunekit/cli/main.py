@@ -9,6 +9,7 @@ import sys
 import traceback
 
 from prunekit.cli import (
+    bench,
     compare,
     data,
     env,
@@ -22,7 +23,7 @@ from prunekit.cli import (
 )
 from prunekit.errors import PruneError
 
-COMMANDS = (compare, prune, finetune, evaluate, export, sensitivity, search, llm, data, env)
+COMMANDS = (compare, prune, finetune, evaluate, bench, export, sensitivity, search, llm, data, env)
 
 
 def build_parser():

@@ -19,6 +19,15 @@ class SparseLinear(nn.Module):
         for name, tensor in parts.items():
             self.register_buffer(name, tensor)
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().contiguous(), requires_grad=False)
+        self._bound = None  # the kernel bound to this layer's tensors, made at the first call
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .float(), ...: the tensors may move
+        self._bound = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._bound = None
+        return super()._load_from_state_dict(*args, **kwargs)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, kernel: str) -> "SparseLinear":
@@ -36,14 +45,21 @@ class SparseLinear(nn.Module):
         if x.requires_grad and torch.is_grad_enabled():
             raise PruneError("SparseLinear runs inference only: call it under torch.no_grad(), or train the "
                              "model before pk.to_sparse")
-        if x.shape[-1] != self.in_features:
-            raise PruneError(f"SparseLinear expects inputs of width {self.in_features}, got {x.shape[-1]}")
-        flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
+        if x.device.type != "cpu" or x.shape[-1] != self.in_features:
+            raise PruneError(f"SparseLinear takes CPU inputs of width {self.in_features}, got "
+                             f"{list(x.shape)} on {x.device}")
+        flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if flat.dtype != torch.float32 or not flat.is_contiguous():
+            flat = flat.to(torch.float32).contiguous()
         if flat.shape[0] == 0:
             y = flat.new_zeros(0, self.out_features)
         else:
-            y = KERNELS[self.kernel].run(self.parts(), flat, self.bias)
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            if self._bound is None:
+                self._bound = KERNELS[self.kernel].bind(self.parts())
+            y = self._bound(flat, self.bias)
+        if x.dim() != 2:
+            y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def dense_weight(self) -> torch.Tensor:
         return KERNELS[self.kernel].dense(self.parts())

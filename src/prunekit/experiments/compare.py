@@ -19,11 +19,13 @@ from prunekit._utils.atomic import atomic_path
 from prunekit._utils.paths import home
 from prunekit._utils.seeding import seeded
 from prunekit._utils.validate import check_count, check_range
+from prunekit.deploy import SparseLinear, to_sparse
+from prunekit.deploy.choose import candidates
 from prunekit.errors import PruneError
 from prunekit.experiments import methods
 from prunekit.experiments.methods.context import Context
 from prunekit.masks import make_permanent
-from prunekit.measure import compare, measure, time_models
+from prunekit.measure import _run, compare, measure, time_models
 from prunekit.serialization import load, save
 from prunekit.train.loop import FitConfig, evaluate, fit
 from prunekit.training import lottery
@@ -187,17 +189,44 @@ def run_compare(config: CompareConfig, quiet=False) -> dict:
             pruned[(method, sparsity)] = (model, _metrics(model, example, dataset,
                                                           models_dir / f"{method}-{sparsity:g}.safetensors"))
     timed = {"dense": dense, **{f"{m}@{s}": model for (m, s), (model, _) in pruned.items()}}
+    sparse = _with_sparse_kernels(pruned, example, config.threads)
+    timed.update({f"{key}+sparse": model for key, model in sparse.items()})
     latency = time_models(timed, example, repeats=config.latency_repeats, threads=config.threads)
     baseline["latency"] = latency["dense"]
     runs = []
     for (method, sparsity), (model, metrics) in pruned.items():
-        metrics["latency"] = latency[f"{method}@{sparsity}"]
+        key = f"{method}@{sparsity}"
+        metrics["latency"] = latency[key]
         runs.append(_row(method, sparsity, baseline, metrics))
+        if key in sparse:  # the same weights on the kernels pk.to_sparse chose
+            runs[-1]["speedup_sparse_kernels"] = latency["dense"]["median_s"] / latency[key + "+sparse"]["median_s"]
+            runs[-1]["sparse_kernels"] = _kernel_counts(sparse[key])
     base = {k: baseline[k] for k in ("params", "prunable_params", "macs", "accuracy", "peak_memory",
                                      "file_bytes", "file_bytes_dense")}
     base.update(latency_ms=1e3 * baseline["latency"]["median_s"], energy=baseline["energy"],
                 model=type(dense).__name__, dataset=dataset.name)
     return {"config": _config_dict(config), "baseline": base, "runs": runs}
+
+
+def _with_sparse_kernels(pruned, example, threads) -> dict:
+    """{"method@sparsity": a copy on pk.to_sparse's kernels} for the models with zeroed weights
+    (magnitude rows); structured rows are already dense and smaller."""
+    found = {}
+    with _run.threads(threads):
+        for (method, sparsity), (model, _) in pruned.items():
+            if candidates(model):
+                found[f"{method}@{sparsity}"] = to_sparse(copy.deepcopy(model), example)
+    return found
+
+
+def _kernel_counts(model) -> dict:
+    counts = {}
+    for module in model.modules():
+        kernel = getattr(module, "kernel", None) if isinstance(module, SparseLinear) else (
+            "dense" if type(module).__name__ == "Linear" else None)
+        if kernel:
+            counts[kernel] = counts.get(kernel, 0) + 1
+    return counts
 
 
 def _config_dict(config):

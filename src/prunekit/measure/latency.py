@@ -19,9 +19,11 @@ def _summary(samples: list, threads: int, batch: int) -> dict:
     ordered = sorted(samples)
     if len(ordered) > 1:
         p25, _, p75 = statistics.quantiles(ordered, n=4, method="inclusive")
+        tenths = statistics.quantiles(ordered, n=10, method="inclusive")
+        p10, p90 = tenths[0], tenths[-1]
     else:
-        p25 = p75 = ordered[0]
-    return {"median_s": statistics.median(ordered), "p25_s": p25, "p75_s": p75,
+        p10 = p25 = p75 = p90 = ordered[0]
+    return {"median_s": statistics.median(ordered), "p10_s": p10, "p25_s": p25, "p75_s": p75, "p90_s": p90,
             "min_s": ordered[0], "repeats": len(ordered), "threads": threads, "batch_size": batch}
 
 
