@@ -74,10 +74,10 @@ def test_sparse_model_saves_and_loads_with_its_kernels(tmp_path):
     pk.prune_magnitude(model, 0.9)
     x = torch.randn(3, 1, 28, 28)
     expected = model(x)
-    apply_kernels(model, {"net.1": "csr16", "net.3": "torch-csr"})
+    apply_kernels(model, {"net.1": "csr16", "net.3": "torch-csr", "net.5": "delta8/1t"})
     for fmt in ("dense", "compressed"):
         loaded = pk.load(pk.save(model, tmp_path / f"{fmt}.safetensors", format=fmt))
-        assert loaded.net[1].kernel == "csr16" and loaded.net[3].kernel == "torch-csr"
+        assert [loaded.net[i].kernel for i in (1, 3, 5)] == ["csr16", "torch-csr", "delta8/1t"]
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
     assert isinstance(model.net[1], SparseLinear)  # saving left the model as it was
@@ -87,5 +87,6 @@ def test_sparse_layers_refuse_training():
     layer = SparseLinear.from_linear(nn.Linear(8, 4), "csr32")
     with pytest.raises(pk.PruneError, match="inference only"):
         layer(torch.randn(2, 8, requires_grad=True))
-    with pytest.raises(pk.PruneError, match="unknown kernel"):
-        plan_kernels(mlp(), torch.randn(1, 256), kernels=["fast"])
+    for bad in ("fast", "dense/1t", "delta8/1t/1t"):
+        with pytest.raises(pk.PruneError, match="unknown kernel"):
+            plan_kernels(mlp(), torch.randn(1, 256), kernels=[bad])

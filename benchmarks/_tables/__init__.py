@@ -3,7 +3,7 @@
 One module per group of results pages; each builder reads only the JSON files it declares
 (paths under docs/results/runs/), so every number in a generated table comes from JSON.
 """
-from . import claims, llm, magnitude, search, structured  # noqa: F401  (registers the tables)
+from . import claims, deploy, llm, magnitude, search, structured  # noqa: F401  (registers the tables)
 from .common import ROOT, TABLES
 
 __all__ = ["ROOT", "TABLES"]

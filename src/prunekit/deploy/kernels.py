@@ -13,25 +13,40 @@ import torch
 import torch.nn.functional as F
 
 from prunekit.deploy import build, formats
+from prunekit.errors import PruneError
 
 ORDER = ("dense", "torch-csr", "csr16", "csr32", "delta8", "nm")
 
 
-# Multiply-adds below which one thread is faster: waking a second thread costs about 50-100 us
-# on a virtual machine (measured here: a 768x768 layer at 90 % took 43 us on one thread and
-# 185 us on two); a thread does about 1.5 multiply-adds per ns.
-WORK_PER_EXTRA_THREAD = 1 << 19
+ONE_THREAD = "/1t"  # a kernel spec "delta8/1t": our kernel on one thread
 
 
-def threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // WORK_PER_EXTRA_THREAD))
+def resolve(spec: str):
+    """(kernel, threads) of a spec: "delta8" runs on torch's thread count, "delta8/1t" on one.
+    Our kernels come in both because waking a second thread is slow and erratic on some
+    machines (measured here: a 4096x4096 layer at 90 %, batch 1, 5.6x dense on one thread and
+    1.7x on two; a 768x768 layer, 0.05x on two)."""
+    name, one, rest = spec.partition(ONE_THREAD)
+    if name not in KERNELS or rest or (one and not getattr(KERNELS[name], "own", False)):
+        raise PruneError(f"unknown kernel {spec!r}: choose from {', '.join(specs(ORDER))}")
+    return KERNELS[name], 1 if one else None
+
+
+def specs(names) -> list:
+    """Every spec of the named kernels: ours also on one thread where torch uses more."""
+    out = []
+    for name in names:
+        out.append(name)
+        if getattr(KERNELS.get(name), "own", False) and torch.get_num_threads() > 1:
+            out.append(name + ONE_THREAD)
+    return out
 
 
 def _ptr(t: torch.Tensor):
     return ctypes.c_void_p(t.data_ptr()) if t is not None else None
 
 
-def _bind_c(fn, weight_parts, out: int, kept: int, extra=()):
+def _bind_c(fn, weight_parts, out: int, kept: int, extra=(), threads=None):
     """A function (x, bias) -> y calling the C kernel `fn` on the weight's tensors, with their
     pointers taken once (a call costs microseconds, which a small layer feels)."""
     pointers = [_ptr(t) for t in weight_parts]
@@ -39,7 +54,7 @@ def _bind_c(fn, weight_parts, out: int, kept: int, extra=()):
     def run(x, bias):
         batch, width = x.shape
         y = torch.empty(batch, out)
-        if fn(*pointers, _ptr(x), _ptr(bias), _ptr(y), batch, width, out, *extra, threads(batch * kept)):
+        if fn(*pointers, _ptr(x), _ptr(bias), _ptr(y), batch, width, out, *extra, threads or torch.get_num_threads()):
             raise MemoryError("prunekit's sparse kernel could not allocate its input tiles")
         return y
     run.keep = weight_parts  # the pointers stay valid while the function lives
@@ -58,11 +73,11 @@ class Dense:
         return {"weight": weight.detach().contiguous()}
 
     @staticmethod
-    def run(parts, x, bias):
+    def run(parts, x, bias, threads=None):
         return F.linear(x, parts["weight"], bias)
 
     @classmethod
-    def bind(cls, parts):
+    def bind(cls, parts, threads=None):  # torch's own threads
         return lambda x, bias: cls.run(parts, x, bias)
 
     @staticmethod
@@ -84,7 +99,7 @@ class TorchCSR:
         return parts
 
     @staticmethod
-    def run(parts, x, bias):
+    def run(parts, x, bias, threads=None):
         rows, width = parts["shape"].tolist()  # a view of the stored tensors: no copy, no check
         matrix = torch.sparse_csr_tensor(parts["rowptr"], parts["cols"], parts["values"], (rows, width),
                                          check_invariants=False)
@@ -92,13 +107,15 @@ class TorchCSR:
         return y + bias if bias is not None else y
 
     @classmethod
-    def bind(cls, parts):
+    def bind(cls, parts, threads=None):  # torch's own threads
         return lambda x, bias: cls.run(parts, x, bias)
 
     dense = staticmethod(formats.csr_dense)
 
 
 class OwnCSR:
+    own = True
+
     def __init__(self, bits):
         self.bits, self.name = bits, f"csr{bits}"
 
@@ -108,19 +125,19 @@ class OwnCSR:
     def pack(self, weight):
         return formats.to_csr(weight, index_bits=self.bits)
 
-    def bind(self, parts):
+    def bind(self, parts, threads=None):
         fn = build.library().pk_csr_i16 if self.bits == 16 else build.library().pk_csr_i32
         return _bind_c(fn, [parts["rowptr"], parts["cols"], parts["values"]], parts["rowptr"].numel() - 1,
-                       parts["values"].numel())
+                       parts["values"].numel(), threads=threads)
 
-    def run(self, parts, x, bias):
-        return self.bind(parts)(x, bias)
+    def run(self, parts, x, bias, threads=None):
+        return self.bind(parts, threads)(x, bias)
 
     dense = staticmethod(formats.csr_dense)
 
 
 class Delta8:
-    name = "delta8"
+    name, own = "delta8", True
 
     @staticmethod
     def fits(weight):
@@ -129,18 +146,18 @@ class Delta8:
     pack = staticmethod(formats.to_delta8)
 
     @staticmethod
-    def bind(parts):
+    def bind(parts, threads=None):
         return _bind_c(build.library().pk_delta8, [parts["rowptr"], parts["deltas"], parts["values"]],
-                       parts["rowptr"].numel() - 1, parts["values"].numel())
+                       parts["rowptr"].numel() - 1, parts["values"].numel(), threads=threads)
 
-    def run(self, parts, x, bias):
-        return self.bind(parts)(x, bias)
+    def run(self, parts, x, bias, threads=None):
+        return self.bind(parts, threads)(x, bias)
 
     dense = staticmethod(formats.delta8_dense)
 
 
 class PackedNM:
-    name = "nm"
+    name, own = "nm", True
 
     @staticmethod
     def fits(weight):
@@ -154,13 +171,13 @@ class PackedNM:
         return formats.to_nm(weight, *formats.nm_pattern(weight))
 
     @staticmethod
-    def bind(parts):
+    def bind(parts, threads=None):
         out, kept = parts["values"].shape
         return _bind_c(build.library().pk_nm, [parts["values"], parts["positions"]], out, out * kept,
-                       extra=(kept, *parts["nm"].tolist()))
+                       extra=(kept, *parts["nm"].tolist()), threads=threads)
 
-    def run(self, parts, x, bias):
-        return self.bind(parts)(x, bias)
+    def run(self, parts, x, bias, threads=None):
+        return self.bind(parts, threads)(x, bias)
 
     dense = staticmethod(formats.nm_dense)
 

@@ -6,6 +6,7 @@ op for them; ONNX Runtime densifies sparse initializers at load anyway). Structu
 models export as the smaller dense models they are.
 """
 import copy
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,7 +41,8 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, chec
         expected = plain(*inputs)
     if not isinstance(expected, torch.Tensor):
         raise PruneError("ONNX export here takes models with one tensor output")
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: no onnxscript needed
         torch.onnx.export(plain, inputs, str(tmp), dynamo=False, opset_version=opset, input_names=names,
                           output_names=["output"],
                           dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}})

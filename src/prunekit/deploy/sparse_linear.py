@@ -4,13 +4,14 @@ import contextlib
 import torch
 from torch import nn
 
-from prunekit.deploy.kernels import KERNELS
+from prunekit.deploy.kernels import resolve
 from prunekit.errors import PruneError
 
 
 class SparseLinear(nn.Module):
     """y = x W^T + b with W held as `kernel`'s tensors (buffers, so state_dict and pk.save see
-    them). Inference only, float32, CPU: the kernels compute no gradients."""
+    them); `kernel` is a spec of kernels.resolve ("delta8", "delta8/1t"). Inference only,
+    float32, CPU: the kernels compute no gradients."""
 
     def __init__(self, in_features: int, out_features: int, kernel: str, parts: dict, bias=None):
         super().__init__()
@@ -34,9 +35,10 @@ class SparseLinear(nn.Module):
         weight = linear.weight.detach()  # a masked weight's effective value: exact zeros
         if weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise PruneError(f"sparse kernels run float32 weights on the CPU, not {weight.dtype} on {weight.device}")
-        if not KERNELS[kernel].fits(weight):
+        chosen, _ = resolve(kernel)
+        if not chosen.fits(weight):
             raise PruneError(f"kernel {kernel!r} cannot hold a weight of shape {list(weight.shape)} with this pattern")
-        return cls(linear.in_features, linear.out_features, kernel, KERNELS[kernel].pack(weight), linear.bias)
+        return cls(linear.in_features, linear.out_features, kernel, chosen.pack(weight), linear.bias)
 
     def parts(self) -> dict:
         return {name: getattr(self, name) for name in self.part_names}
@@ -55,14 +57,15 @@ class SparseLinear(nn.Module):
             y = flat.new_zeros(0, self.out_features)
         else:
             if self._bound is None:
-                self._bound = KERNELS[self.kernel].bind(self.parts())
+                chosen, threads = resolve(self.kernel)
+                self._bound = chosen.bind(self.parts(), threads)
             y = self._bound(flat, self.bias)
         if x.dim() != 2:
             y = y.reshape(*x.shape[:-1], self.out_features)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def dense_weight(self) -> torch.Tensor:
-        return KERNELS[self.kernel].dense(self.parts())
+        return resolve(self.kernel)[0].dense(self.parts())
 
     def to_linear(self) -> nn.Linear:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)

@@ -29,6 +29,8 @@ class _LiveBytes(TorchDispatchMode):
         self.current = self.peak = sum(self.live.values())
 
     def _track(self, tensor: torch.Tensor) -> None:
+        if tensor.layout != torch.strided:  # a sparse view (torch CSR) over tensors counted already
+            return
         storage = tensor.untyped_storage()
         pointer, nbytes = storage.data_ptr(), storage.nbytes()
         if nbytes == 0 or pointer in self.live:

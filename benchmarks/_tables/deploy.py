@@ -1,0 +1,74 @@
+"""Tables of docs/results/sparse-kernels.md: pk.to_sparse against dense PyTorch on this CPU."""
+from .common import md, table
+
+KERNELS = "sparse-kernels/sparse-kernels.json"
+DECODE = "sparse-kernels/llm-decode.json"
+
+
+def _x(value) -> str:
+    return f"{value:.2f}x"
+
+
+def _kernels(names) -> str:
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in counts.items())
+
+
+@table("sparse-mlp", KERNELS)
+def sparse_mlp(src):
+    rows = [(f"{100 * r['sparsity']:.0f} %", r["batch"], f"{1e3 * r['times']['dense']['median_s']:.2f} ms",
+             f"**{_x(r['speedup'])}**", _x(r["speedup_torch_csr"]), _x(r["bound"]), _kernels(r["kernels"]),
+             f"{r['max_abs_diff']:.1e}") for r in src[KERNELS]["mlp"]]
+    return md(("sparsity", "batch", "dense", "pk.to_sparse", "torch CSR, every layer", "bytes bound",
+               "kernels chosen", "max abs diff"), rows)
+
+
+@table("sparse-crossover", KERNELS)
+def sparse_crossover(src):
+    cells = src[KERNELS]["crossover"]
+    batches = sorted({c["batch"] for c in cells})
+    rows = []
+    for sparsity in sorted({c["sparsity"] for c in cells}):
+        by = {c["batch"]: c for c in cells if c["sparsity"] == sparsity}
+        rows.append([f"{100 * sparsity:.0f} %"] + [f"{by[b]['kernel']} {_x(by[b]['speedup'])}" for b in batches])
+    return md(["sparsity"] + [f"batch {b}" for b in batches], rows)
+
+
+@table("sparse-bert", KERNELS)
+def sparse_bert(src):
+    rows = [(f"{r['shape'][1]} → {r['shape'][0]}", r["batch"], r["kernel"], f"**{_x(r['speedup'])}**",
+             f"{1e6 * r['times']['dense']['median_s']:.0f} µs") for r in src[KERNELS]["bert"]]
+    return md(("layer (in → out)", "tokens", "kernel chosen", "speedup", "dense"), rows)
+
+
+@table("sparse-nm", KERNELS)
+def sparse_nm(src):
+    rows = [(r["pattern"], r["batch"], _x(r["nm_forced"]["speedup"]), r["chosen"]["kernel"],
+             _x(r["chosen"]["speedup"])) for r in src[KERNELS]["nm"]]
+    return md(("pattern", "batch", "packed N:M kernel", "to_sparse's choice", "its speedup"), rows)
+
+
+@table("sparse-size", KERNELS)
+def sparse_size(src):
+    r = src[KERNELS]["size"][0]
+    b = r["bytes"]
+    return md(("file at 90 %", "bytes", "of dense"),
+              [("dense fp32", f"{b['dense']:,}", "1"), ("compressed", f"{b['compressed']:,}", f"{r['compressed_ratio']:.3f}"),
+               ("compressed, int8 values", f"{b['compressed_int8']:,}", f"{r['int8_ratio']:.3f}")])
+
+
+@table("llm-decode", DECODE)
+def llm_decode(src):
+    d = src[DECODE]
+    rows = []
+    for r in d["rows"]:
+        t = r["timing"]
+        rows.append((r["method"], f"{t['dense']['tokens_per_s']:.1f}", f"{t['pruned']['tokens_per_s']:.1f}",
+                     f"{t['sparse']['tokens_per_s']:.1f}", f"**{_x(r['tokens_speedup'])}**",
+                     f"{t['dense']['block_ms_per_token']:.1f} → {t['sparse']['block_ms_per_token']:.1f} ms",
+                     f"**{_x(r['block_speedup'])}**", ", ".join(f"{k} ×{v}" for k, v in r["kernels"].items()),
+                     "yes" if r["same_tokens_as_pruned"] else "no"))
+    return md(("Gemma-3 270M", "dense tok/s", "masked tok/s", "sparse kernels tok/s", "tokens/s vs dense",
+               "blocks per token", "blocks vs dense", "Linear layers", "same greedy text"), rows)
