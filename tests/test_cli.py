@@ -28,6 +28,9 @@ def test_compare_on_digits_writes_json_plots_and_report(home, capsys):
         assert run["compression_ratio"] > 1.5
     magnitude = [r for r in result["runs"] if r["method"] == "magnitude-global"]
     assert [round(r["compression_ratio"], 1) for r in magnitude] == [2.0, 10.0]
+    # magnitude rows are timed on sparse kernels too; structured rows are dense and smaller already
+    assert all(r["speedup_sparse_kernels"] > 0 and sum(r["sparse_kernels"].values()) == 3 for r in magnitude)
+    assert not any("speedup_sparse_kernels" in r for r in result["runs"] if r["method"] == "structured")
     for name in ("compare.json", "accuracy_vs_compression.png", "speedup_vs_compression.png", "report.html"):
         assert (out / name).stat().st_size > 100
     assert "magnitude-global" in capsys.readouterr().out

@@ -90,3 +90,9 @@ def test_sparse_layers_refuse_training():
     for bad in ("fast", "dense/1t", "delta8/1t/1t"):
         with pytest.raises(pk.PruneError, match="unknown kernel"):
             plan_kernels(mlp(), torch.randn(1, 256), kernels=[bad])
+    model = mlp()
+    pk.prune_magnitude(model, 0.9)
+    for bad in ({"margin": 1.5}, {"rounds": 0}):
+        with pytest.raises(pk.PruneError, match="margin|rounds"):
+            to_sparse(model, torch.randn(1, 256), **bad)
+    assert all(type(m) is nn.Linear or not isinstance(m, SparseLinear) for m in model.modules())  # left intact

@@ -5,6 +5,7 @@ One small function per row: (claim, prunekit's figure, the anchor it is held aga
 import functools
 
 from .common import MIB, md, mean_std, pm, runs_of, secs, table
+from .deploy import KERNELS as SPARSE_KERNELS
 from .llm import STREAM as LLM_STREAM
 from .magnitude import DEMO, GT, GVO, GVO_MAIN, HAN, L50, LOT1D, _gvo_merge, gt_at
 from .search import LAT, SVU, _seeds
@@ -135,11 +136,22 @@ def llm_stream(src):
             f"cap {d['cap_bytes'] / gib:.1f} GiB; whole model in memory {peak['prune']:.2f} GiB", _page("llm"))
 
 
+def sparse_mlp(src):
+    rows = {r["batch"]: r for r in src[SPARSE_KERNELS]["mlp"] if r["sparsity"] == 0.9}
+    nm = next(r for r in src[SPARSE_KERNELS]["nm"] if r["batch"] == 1)
+    return ("magnitude 90 %, MLP 4096x3, on `pk.to_sparse` kernels vs dense PyTorch, batch 1 / 32; "
+            "2:4 on one 4096x4096 layer, batch 1",
+            f"{rows[1]['speedup']:.2f}x / {rows[32]['speedup']:.2f}x; 2:4 {nm['chosen']['speedup']:.2f}x "
+            f"({nm['chosen']['kernel']})",
+            f"torch CSR on every layer: {rows[1]['speedup_torch_csr']:.2f}x / {rows[32]['speedup_torch_csr']:.2f}x; "
+            f"goals 6x / 5x, 2:4 1.3x", _page("sparse-kernels"))
+
+
 ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, coverage_timm, timing, realized_resnet,
-        realized_effnet, search_latency, search_macs, llm_stream, demo)
+        realized_effnet, search_latency, search_macs, llm_stream, sparse_mlp, demo)
 
 
 @table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, TIMING[0], f"{RS}-1thread.json",
-       f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, DEMO)
+       f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, SPARSE_KERNELS, DEMO)
 def claims(src):
     return md(("claim", "prunekit", "held against", "page"), [row(src) for row in ROWS])

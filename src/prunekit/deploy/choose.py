@@ -5,7 +5,9 @@ The choice is a micro-benchmark per layer: the layer's own input (captured from 
 the example inputs), every kernel that can hold its weight, warm-up, then interleaved rounds,
 compared by the median. A sparse kernel must beat dense by `margin` (10 %) to be chosen: on
 this 2-core machine a layer's median moves by 5-10 % between measurements, and a choice must
-not leave a layer slower than dense where sparsity does not pay.
+not leave a layer slower than dense where sparsity does not pay. Where the model's Linear
+weights exceed the last-level cache, each timed call starts with the cache swept, as each
+layer's call does inside a forward of such a model.
 """
 import statistics
 import time
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from prunekit._utils.inputs import as_inputs
+from prunekit._utils.validate import check_count, check_range
 from prunekit.deploy.kernels import ORDER, resolve, specs
 from prunekit.deploy.sparse_linear import SparseLinear
 from prunekit.errors import PruneError
@@ -66,6 +69,8 @@ def candidates(model: nn.Module, min_sparsity: float = 0.0) -> dict:
 
 def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, min_sparsity=0.0) -> dict:
     """{layer: {"kernel", "batch", "seconds": {kernel: median seconds}}} without changing the model."""
+    check_range("margin", margin, 0.0, 1.0, "[)")
+    check_count("rounds", rounds, 1)
     names = list(kernels) if kernels else specs(ORDER)
     for spec in names:
         resolve(spec)  # an unknown one is refused before any timing

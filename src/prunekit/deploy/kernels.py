@@ -113,47 +113,30 @@ class TorchCSR:
     dense = staticmethod(formats.csr_dense)
 
 
-class OwnCSR:
+class OwnRows:
+    """Our row-compressed kernels: CSR with 16- or 32-bit column indices, and delta8 (CSR with
+    8-bit steps between kept columns). All keep row pointers, an index part and values."""
     own = True
 
-    def __init__(self, bits):
-        self.bits, self.name = bits, f"csr{bits}"
+    def __init__(self, name, index, function):
+        self.name, self.index, self.function = name, index, function
 
     def fits(self, weight):
-        return build.available() and (self.bits == 32 or weight.shape[1] <= formats.INDEX16_LIMIT)
+        return build.available() and (self.name != "csr16" or weight.shape[1] <= formats.INDEX16_LIMIT)
 
     def pack(self, weight):
-        return formats.to_csr(weight, index_bits=self.bits)
+        return formats.to_delta8(weight) if self.name == "delta8" else \
+            formats.to_csr(weight, index_bits=int(self.name[3:]))
 
     def bind(self, parts, threads=None):
-        fn = build.library().pk_csr_i16 if self.bits == 16 else build.library().pk_csr_i32
-        return _bind_c(fn, [parts["rowptr"], parts["cols"], parts["values"]], parts["rowptr"].numel() - 1,
-                       parts["values"].numel(), threads=threads)
-
-    def run(self, parts, x, bias, threads=None):
-        return self.bind(parts, threads)(x, bias)
-
-    dense = staticmethod(formats.csr_dense)
-
-
-class Delta8:
-    name, own = "delta8", True
-
-    @staticmethod
-    def fits(weight):
-        return build.available()
-
-    pack = staticmethod(formats.to_delta8)
-
-    @staticmethod
-    def bind(parts, threads=None):
-        return _bind_c(build.library().pk_delta8, [parts["rowptr"], parts["deltas"], parts["values"]],
+        return _bind_c(getattr(build.library(), self.function), [parts["rowptr"], parts[self.index], parts["values"]],
                        parts["rowptr"].numel() - 1, parts["values"].numel(), threads=threads)
 
     def run(self, parts, x, bias, threads=None):
         return self.bind(parts, threads)(x, bias)
 
-    dense = staticmethod(formats.delta8_dense)
+    def dense(self, parts):
+        return formats.delta8_dense(parts) if self.name == "delta8" else formats.csr_dense(parts)
 
 
 class PackedNM:
@@ -182,4 +165,6 @@ class PackedNM:
     dense = staticmethod(formats.nm_dense)
 
 
-KERNELS = {k.name: k for k in (Dense(), TorchCSR(), OwnCSR(16), OwnCSR(32), Delta8(), PackedNM())}
+KERNELS = {k.name: k for k in (Dense(), TorchCSR(), OwnRows("csr16", "cols", "pk_csr_i16"),
+                                OwnRows("csr32", "cols", "pk_csr_i32"), OwnRows("delta8", "deltas", "pk_delta8"),
+                                PackedNM())}
