@@ -7,8 +7,6 @@
 - delta8: prunekit's CSR with 8-bit column steps (5 bytes per kept weight, against 6).
 - nm: prunekit's packed N:M kernel, for weights with at most N nonzeros in every M.
 """
-import ctypes
-
 import torch
 import torch.nn.functional as F
 
@@ -42,19 +40,16 @@ def specs(names) -> list:
     return out
 
 
-def _ptr(t: torch.Tensor):
-    return ctypes.c_void_p(t.data_ptr()) if t is not None else None
-
-
 def _bind_c(fn, weight_parts, out: int, kept: int, extra=(), threads=None):
     """A function (x, bias) -> y calling the C kernel `fn` on the weight's tensors, with their
     pointers taken once (a call costs microseconds, which a small layer feels)."""
-    pointers = [_ptr(t) for t in weight_parts]
+    pointers = [t.data_ptr() for t in weight_parts]  # plain ints: ctypes passes them as void* unwrapped
 
     def run(x, bias):
         batch, width = x.shape
         y = torch.empty(batch, out)
-        if fn(*pointers, _ptr(x), _ptr(bias), _ptr(y), batch, width, out, *extra, threads or torch.get_num_threads()):
+        if fn(*pointers, x.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), batch, width, out,
+              *extra, threads or torch.get_num_threads()):
             raise MemoryError("prunekit's sparse kernel could not allocate its input tiles")
         return y
     run.keep = weight_parts  # the pointers stay valid while the function lives
