@@ -18,7 +18,7 @@ import torch
 
 from prunekit import llm
 from prunekit.data import assets
-from prunekit.deploy import SparseLinear, to_sparse
+from prunekit.deploy import SparseLinear, formats, to_sparse
 from prunekit.llm.blocks import find_blocks
 
 PROMPT = "The Python tutorial explains how to"
@@ -76,6 +76,50 @@ def linear_bound(plan) -> dict:
     return {"layers": len(plan), "dense_s": dense, "best_s": best, "speedup": dense / best}
 
 
+def linear_split(models: dict, tokenizer, tokens) -> dict:
+    """{name: {"block_ms", "linear_ms"}} per token: one more generation of each model with hooks
+    on its blocks and on the Linear layers inside them (the hooks cost a little: this pass only
+    splits the time, the speeds come from the unhooked runs)."""
+    ids = tokenizer(PROMPT, return_tensors="pt")
+    out = {}
+    for name, model in models.items():
+        clocks = {"block": 0.0, "linear": 0.0}
+        handles = []
+        _, blocks = find_blocks(model)
+        layers = [m for b in blocks for m in b.modules() if isinstance(m, (torch.nn.Linear, SparseLinear))]
+        for kind, modules in (("block", blocks), ("linear", layers)):
+            for m in modules:
+                handles.append(m.register_forward_pre_hook(lambda *a, k=kind: clocks.__setitem__(k, clocks[k] - time.perf_counter())))
+                handles.append(m.register_forward_hook(lambda *a, k=kind: clocks.__setitem__(k, clocks[k] + time.perf_counter())))
+        with torch.no_grad():
+            model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        for h in handles:
+            h.remove()
+        out[name] = {"block_ms": 1e3 * clocks["block"] / tokens, "linear_ms": 1e3 * clocks["linear"] / tokens}
+    return out
+
+
+def bytes_ratios(model) -> dict:
+    """Dense fp32 bytes of the blocks' Linear weights over the bytes of the forms the chosen
+    kernels read ("chosen"), and over the smallest lossless form of each (delta8, or packed N:M
+    where the weight fits it: "smallest"), the least any of our kernels could read."""
+    _, blocks = find_blocks(model)
+    dense = chosen = smallest = 0
+    for m in (m for b in blocks for m in b.modules()):
+        if isinstance(m, SparseLinear):
+            weight, read = m.dense_weight(), formats.nbytes(m.parts())
+        elif isinstance(m, torch.nn.Linear):
+            weight = m.weight.detach()
+            read = 4 * weight.numel()
+        else:
+            continue
+        forms = [formats.to_delta8(weight)] + ([formats.to_nm(weight, *formats.nm_pattern(weight))]
+                                              if formats.nm_pattern(weight) else [])
+        dense, chosen = dense + 4 * weight.numel(), chosen + read
+        smallest += min(formats.nbytes(f) for f in forms)
+    return {"chosen": dense / chosen, "smallest": dense / smallest}
+
+
 def kernel_counts(model) -> dict:
     counts = {}
     for m in model.modules():
@@ -116,8 +160,15 @@ def main():
                "tokens_speedup": timing["sparse"]["tokens_per_s"] / timing["dense"]["tokens_per_s"],
                "block_speedup": timing["dense"]["block_ms_per_token"] / timing["sparse"]["block_ms_per_token"],
                "same_tokens_as_pruned": timing["sparse"]["sample"] == timing["pruned"]["sample"],
-               "linear_bound": linear_bound(plan)}
+               "linear_bound": linear_bound(plan),
+               "split": linear_split({"dense": dense, "sparse": sparse}, tokenizer, args.tokens),
+               "bytes_ratio": bytes_ratios(sparse)}
+        split = row["split"]["dense"]
+        rest = split["block_ms"] - split["linear_ms"]
+        row["block_bound"] = split["block_ms"] / (rest + split["linear_ms"] / row["bytes_ratio"]["smallest"])
         rows.append(row)
+        print(f"{label}: split {row['split']}, bytes ratios {row['bytes_ratio']}, "
+              f"blocks' bytes bound {row['block_bound']:.2f}x")
         print(f"{label}: tokens/s {row['tokens_speedup']:.2f}x, blocks {row['block_speedup']:.2f}x, "
               f"Linear layers at best {row['linear_bound']['speedup']:.2f}x "
               f"({row['kernels']}); same greedy text as the masked model: {row['same_tokens_as_pruned']}",
