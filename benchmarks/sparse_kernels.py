@@ -11,7 +11,9 @@ Parts (each a list of rows in the JSON):
 - nm: 2:4 on a 4096x4096 layer at batch 1 and 8: the packed N:M kernel, forced, and the choice.
 - size: a 90 % model's compressed checkpoint against the dense file, with and without int8 values.
 
-    python benchmarks/sparse_kernels.py [--threads 2] [--repeats 30] [--json FILE] [--quick]
+- conv (with --parts conv): single Conv2d layers of ResNet-50 shapes at 90-97 %, batch 1.
+
+    python benchmarks/sparse_kernels.py [--threads 2] [--repeats 30] [--parts mlp,...,conv] [--json FILE] [--quick]
 """
 import argparse
 import copy
@@ -136,6 +138,28 @@ def nm_rows(args):
     return rows
 
 
+CONVS = ((512, 512, 1, 14, 0.9), (256, 256, 3, 14, 0.9), (256, 256, 3, 14, 0.97), (64, 64, 3, 56, 0.9))
+
+
+def conv_rows(args):
+    """Single Conv2d layers (ResNet-50 shapes), batch 1: the kernel chosen against F.conv2d."""
+    rows = []
+    for cin, cout, k, hw, sparsity in CONVS:
+        torch.manual_seed(0)
+        model = pruned(nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2)).eval(), sparsity)
+        x = torch.randn(1, cin, hw, hw)
+        plan = plan_kernels(model, x)
+        chosen = apply_kernels(copy.deepcopy(model), {n: row["kernel"] for n, row in plan.items()})
+        t = timed({"dense": model, "chosen": chosen}, x, args)
+        rows.append({"shape": [cout, cin, k, k], "input": [1, cin, hw, hw], "sparsity": sparsity,
+                     "kernel": plan["0"]["kernel"], "choice_seconds": plan["0"]["seconds"],
+                     "speedup": t["dense"]["median_s"] / t["chosen"]["median_s"], "times": t,
+                     "max_abs_diff": max_diff(model, chosen, x)})
+        print(f"conv {cin}->{cout} {k}x{k} on {hw}x{hw} at {sparsity:.0%}: {rows[-1]['kernel']} "
+              f"{rows[-1]['speedup']:.2f}x", flush=True)
+    return rows
+
+
 def size_rows():
     model = pruned(mlp(layers=1), 0.9)
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +177,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="fewer cells, for a smoke run")
+    parser.add_argument("--parts", default="mlp,crossover,bert,nm,size", help="which parts (also: conv)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -160,10 +185,12 @@ def main():
     args.cross_sparsities = (0.5, 0.9) if args.quick else (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
     args.cross_batches = (1, 32) if args.quick else (1, 8, 32, 128)
     started = time.perf_counter()
+    parts = {"mlp": mlp_rows, "crossover": crossover_rows, "bert": bert_rows, "nm": nm_rows,
+             "size": lambda _: size_rows(), "conv": conv_rows}
     result = {"machine": {"python": sys.version.split()[0], "torch": torch.__version__,
                           "cpu": platform.processor() or platform.machine(), "threads": args.threads},
-              "repeats": args.repeats, "mlp": mlp_rows(args), "crossover": crossover_rows(args),
-              "bert": bert_rows(args), "nm": nm_rows(args), "size": size_rows()}
+              "repeats": args.repeats}
+    result.update({name: parts[name](args) for name in args.parts.split(",")})
     result["seconds"] = time.perf_counter() - started
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,28 @@ def test_sparse_layers_refuse_training():
         with pytest.raises(pk.PruneError, match="margin|rounds"):
             to_sparse(model, torch.randn(1, 256), **bad)
     assert all(type(m) is nn.Linear or not isinstance(m, SparseLinear) for m in model.modules())  # left intact
+
+
+@pytest.mark.parametrize("kernel", ["csr16", "delta8", "torch-csr"])
+@pytest.mark.parametrize("geometry", [dict(kernel_size=1), dict(kernel_size=3, padding=1),
+                                      dict(kernel_size=(3, 2), stride=2, padding=(1, 0), dilation=(1, 2))])
+def test_convolutions_on_sparse_kernels_give_the_dense_outputs(kernel, geometry, tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 10, **geometry), nn.ReLU(), nn.Conv2d(10, 4, 1, bias=False)).eval()
+    pk.prune_magnitude(model, 0.8)
+    x = torch.randn(2, 6, 9, 11)
+    expected = model(x)
+    apply_kernels(model, {"0": kernel, "2": kernel})
+    assert type(model[0]).__name__ == "SparseConv2d"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    loaded = pk.load(pk.save(model, tmp_path / "c.safetensors", format="compressed"),
+                     model=nn.Sequential(nn.Conv2d(6, 10, **geometry), nn.ReLU(), nn.Conv2d(10, 4, 1, bias=False)))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_and_depthwise_convolutions_stay_dense():
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 3, padding="same"), nn.Conv2d(8, 4, 1))
+    pk.prune_magnitude(model, 0.5)
+    assert list(choose.candidates(model)) == ["2"]

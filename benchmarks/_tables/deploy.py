@@ -122,3 +122,15 @@ def deploy_forms(src):
 def deploy_sizes(src):
     b = src[FORMS]["bytes"]
     return md(("file", "bytes", "of dense"), [(k, f"{v:,}", f"{v / b['dense']:.3f}") for k, v in b.items()])
+
+
+CONV = "sparse-kernels/sparse-kernels-conv.json"
+
+
+@table("sparse-conv", CONV)
+def sparse_conv(src):
+    rows = [(f"{r['shape'][1]} → {r['shape'][0]}, {r['shape'][2]}x{r['shape'][3]}", f"{r['input'][2]}x{r['input'][3]}",
+             f"{100 * r['sparsity']:.0f} %", r["kernel"],
+             _x(r["choice_seconds"]["dense"] / r["choice_seconds"][r["kernel"]]), f"**{_x(r['speedup'])}**")
+            for r in src[CONV]["conv"]]
+    return md(("Conv2d", "input", "sparsity", "kernel chosen", "when chosen", "timed again vs F.conv2d"), rows)

@@ -1,4 +1,4 @@
-"""pk.to_sparse: each pruned Linear layer gets the kernel that is fastest for it on this machine,
+"""pk.to_sparse: each pruned Linear (or Conv2d) layer gets the kernel fastest for it on this machine,
 at the batch the example inputs give it; dense wherever no sparse kernel beats dense by a margin.
 
 The choice is a micro-benchmark per layer: the layer's own input (captured from one forward of
@@ -13,11 +13,13 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prunekit._utils.inputs import as_inputs
 from prunekit._utils.validate import check_count, check_range
 from prunekit.deploy.kernels import ORDER, resolve, specs
+from prunekit.deploy.sparse_conv import SparseConv2d, conv_apply, convertible
 from prunekit.deploy.sparse_linear import SparseLinear
 from prunekit.errors import PruneError
 from prunekit.targets import stored_weight
@@ -37,27 +39,33 @@ def to_sparse(model: nn.Module, example_inputs, *, margin: float = 0.1, kernels=
 
 
 def apply_kernels(model: nn.Module, choice: dict) -> nn.Module:
-    """Put SparseLinear with the named kernel in place of each named Linear ("dense" leaves it)."""
+    """Put SparseLinear / SparseConv2d with the named kernel in place of each named Linear /
+    Conv2d ("dense" leaves it)."""
     for name, kernel in choice.items():
         if kernel == "dense":
             continue
         module = model.get_submodule(name)
-        if not isinstance(module, nn.Linear):
-            raise PruneError(f"{name!r} is a {type(module).__name__}, not a Linear layer")
-        model.set_submodule(name, SparseLinear.from_linear(module, kernel))
+        if isinstance(module, nn.Linear):
+            model.set_submodule(name, SparseLinear.from_linear(module, kernel))
+        elif isinstance(module, nn.Conv2d):
+            model.set_submodule(name, SparseConv2d.from_conv(module, kernel))
+        else:
+            raise PruneError(f"{name!r} is a {type(module).__name__}, not a Linear or Conv2d layer")
     return model
 
 
 def candidates(model: nn.Module, min_sparsity: float = 0.0) -> dict:
-    """{name: Linear} of float32 CPU Linear layers with zeros in their weight, each stored weight
-    once and none shared with another module (a tied LM head stays as it is)."""
+    """{name: layer} of float32 CPU Linear layers (and Conv2d layers with groups 1 and zero
+    padding) with zeros in their weight, none sharing its weight with another module (a tied LM
+    head stays as it is)."""
     owners = {}
     for name, module in model.named_modules():
         for tensor in module.parameters(recurse=False):
             owners.setdefault(id(tensor), []).append(name)
     found = {}
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or type(module).forward is not nn.Linear.forward:
+        linear = isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
+        if not (linear or convertible(module)):
             continue  # a subclass with its own forward (LoRA, quantized) computes something else
         weight = module.weight
         if weight.dtype != torch.float32 or weight.device.type != "cpu" or _shared(module, owners):
@@ -81,10 +89,8 @@ def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, m
     for name, module in layers.items():
         if name not in inputs:
             continue  # not reached by the example inputs: left dense
-        x = inputs[name]
-        weight = module.weight.detach()
-        seconds = _time_kernels(weight, module.bias, x, [k for k in names if resolve(k)[0].fits(weight)], rounds,
-                                flush)
+        x, matrix = inputs[name], module.weight.detach().reshape(module.weight.shape[0], -1)
+        seconds = _time_kernels(module, x, [k for k in names if resolve(k)[0].fits(matrix)], rounds, flush)
         best = min(seconds, key=seconds.get)
         if seconds[best] > (1 - margin) * seconds["dense"]:
             best = "dense"
@@ -92,20 +98,26 @@ def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, m
     return plan
 
 
-def _time_kernels(weight, bias, x, names, rounds, flush=None) -> dict:
+def _time_kernels(module, x, names, rounds, flush=None) -> dict:
+    """{spec: median seconds} of the layer on its input x, "dense" being the layer itself."""
     names = ["dense", *[k for k in names if k != "dense"]]
-    bias = None if bias is None else bias.detach().contiguous()
-    packed = {}  # one packing per kernel, shared by its thread variants
-    run = {}
-    for spec in names:
+    bias = None if module.bias is None else module.bias.detach().contiguous()
+    weight = module.weight.detach()  # a masked weight's value, computed once: dense runs it as a plain layer
+    matrix = weight.reshape(weight.shape[0], -1)
+    dense = (lambda: module._conv_forward(x, weight, bias)) if isinstance(module, nn.Conv2d) else \
+        (lambda: F.linear(x, weight, bias))
+    packed, run = {}, {"dense": dense}  # one packing per kernel, shared by its thread variants
+    for spec in names[1:]:
         kernel, threads = resolve(spec)
         if kernel.name not in packed:
-            packed[kernel.name] = kernel.pack(weight)
-        run[spec] = kernel.bind(packed[kernel.name], threads)
+            packed[kernel.name] = kernel.pack(matrix)
+        bound = kernel.bind(packed[kernel.name], threads)
+        run[spec] = (lambda f=bound: conv_apply(f, x, bias, module)) if isinstance(module, nn.Conv2d) else \
+            (lambda f=bound: f(x, bias))
     times = {k: [] for k in names}
     with torch.no_grad():
         for k in names:  # warm-up: caches, thread pool, first-call costs
-            run[k](x, bias)
+            run[k]()
         r, spent = 0, 0.0
         # at least `rounds`, and (timed warm) more, up to 100, until 0.2 s of kernel time: a layer
         # of a few microseconds needs many samples for a median that noise does not decide
@@ -116,7 +128,7 @@ def _time_kernels(weight, bias, x, names, rounds, flush=None) -> dict:
                 if flush is not None:
                     flush()
                 begun = time.perf_counter()
-                run[k](x, bias)
+                run[k]()
                 times[k].append(time.perf_counter() - begun)
                 spent += times[k][-1]
             r += 1
@@ -141,7 +153,8 @@ def _cache_flusher(model):
     would be judged on the wrong bytes (dense layers of a 270M LLM looked 10-30 % faster warm).
     None where they fit (each layer finds its weights cached, as when timed warm)."""
     cache = last_level_cache_bytes()
-    weights = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, nn.Linear))
+    weights = sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
+                  if isinstance(m, (nn.Linear, nn.Conv2d)))
     if weights <= cache:
         return None
     sweep = torch.ones(2 * cache // 4)
@@ -149,13 +162,15 @@ def _cache_flusher(model):
 
 
 def _layer_inputs(model, example_inputs, layers) -> dict:
-    """Each layer's input from one forward of the example inputs, flattened to (batch, in)."""
+    """Each layer's input from one forward of the example inputs: a Linear's flattened to
+    (batch, in), a Conv2d's as it is."""
     seen = {}
 
     def hook(name):
         def record(module, args):
             if name not in seen:
-                seen[name] = args[0].detach().reshape(-1, args[0].shape[-1]).float().contiguous()
+                x = args[0].detach().float()
+                seen[name] = x.contiguous() if isinstance(module, nn.Conv2d) else x.reshape(-1, x.shape[-1]).contiguous()
         return record
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:

@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from prunekit.deploy.sparse_linear import sparse_layers_as_linear
+from prunekit.deploy.sparse_linear import sparse_layers_as_plain
 from prunekit.errors import PruneError
 from prunekit.masks import make_permanent
 
@@ -22,7 +22,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError:
         raise PruneError("this torch build has no dynamic quantization (torch.ao.quantization)") from None
-    with sparse_layers_as_linear(model):
+    with sparse_layers_as_plain(model):
         plain = make_permanent(copy.deepcopy(model)).eval()
     if not any(isinstance(m, nn.Linear) for m in plain.modules()):
         raise PruneError(f"{type(model).__name__} has no Linear layer to quantize")

@@ -14,7 +14,7 @@ from torch import nn
 
 from prunekit._utils.atomic import atomic_path
 from prunekit._utils.inputs import as_inputs
-from prunekit.deploy.sparse_linear import sparse_layers_as_linear
+from prunekit.deploy.sparse_linear import sparse_layers_as_plain
 from prunekit.errors import PruneError
 from prunekit.masks import make_permanent
 
@@ -33,7 +33,7 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, chec
     "max_abs_diff"}; a disagreement beyond float tolerance is an error and leaves no file."""
     ort = _runtime()
     inputs = as_inputs(example_inputs, tensors_only=True)
-    with sparse_layers_as_linear(model):
+    with sparse_layers_as_plain(model):
         plain = make_permanent(copy.deepcopy(model)).eval()
     names = [f"input{i}" for i in range(len(inputs))]
     path = Path(path)

@@ -67,7 +67,8 @@ class SparseLinear(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         return resolve(self.kernel)[0].dense(self.parts())
 
-    def to_linear(self) -> nn.Linear:
+    def to_plain(self) -> nn.Linear:
+        """The Linear layer this layer computes (what pk.save and ONNX export write)."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         with torch.no_grad():
             linear.weight.copy_(self.dense_weight())
@@ -80,13 +81,14 @@ class SparseLinear(nn.Module):
 
 
 @contextlib.contextmanager
-def sparse_layers_as_linear(model: nn.Module):
-    """Within the block, every SparseLinear of `model` is a plain Linear with the same weight
-    (what pk.save writes); yields {name: kernel}; the SparseLinear layers come back after."""
-    sparse = {name: m for name, m in model.named_modules() if isinstance(m, SparseLinear)}
+def sparse_layers_as_plain(model: nn.Module):
+    """Within the block, every sparse-kernel layer of `model` (SparseLinear, SparseConv2d: any
+    module with `to_plain` and a `kernel`) is the plain layer it computes (what pk.save writes);
+    yields {name: kernel}; the sparse layers come back after."""
+    sparse = {name: m for name, m in model.named_modules() if hasattr(m, "to_plain") and hasattr(m, "kernel")}
     try:
         for name, module in sparse.items():
-            model.set_submodule(name, module.to_linear())
+            model.set_submodule(name, module.to_plain())
         yield {name: module.kernel for name, module in sparse.items()}
     finally:
         for name, module in sparse.items():

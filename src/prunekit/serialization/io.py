@@ -16,7 +16,7 @@ from prunekit import masks, surgery
 from prunekit._utils.atomic import atomic_path
 from prunekit.errors import PruneError
 from prunekit.deploy.choose import apply_kernels
-from prunekit.deploy.sparse_linear import sparse_layers_as_linear
+from prunekit.deploy.sparse_linear import sparse_layers_as_plain
 from prunekit.serialization import codecs, sparse_format
 from prunekit.structured import blocks
 from prunekit.targets import effective_state as _effective_state
@@ -51,7 +51,7 @@ def save(model: nn.Module, path, format: str = "dense", *, int8: bool = False) -
         raise PruneError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     if int8 and format != "compressed":
         raise PruneError('int8 values are a compressed form: pass format="compressed"')
-    with sparse_layers_as_linear(model) as kernels:
+    with sparse_layers_as_plain(model) as kernels:
         tensors, plan = _tensors_and_plan(model, format, int8)
     plan["kernels"] = kernels
     path = Path(path)
