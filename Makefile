@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m prunekit.deploy.build || echo "no C compiler: prunekit's own sparse kernels are off, torch's still run"
+	$(PY) -c "from prunekit.deploy import build; print(build.build())" || echo "no C compiler: prunekit's own sparse kernels are off, torch's still run"
 	touch $(STAMP)
 
 # Datasets are fetched on purpose, here, into $PRUNEKIT_HOME: no library call downloads.

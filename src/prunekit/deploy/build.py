@@ -3,7 +3,7 @@
 The library is built with the system C compiler for this CPU (-march=native) into
 $PRUNEKIT_HOME/kernels/, named by a hash of the source, the compiler and the CPU's flags, so
 a cache shared between machines never runs code built for another CPU. `make setup` builds
-it (`python -m prunekit.deploy.build`); otherwise the first use does (about a second).
+it; otherwise the first use does (about a second).
 Without a C compiler `available()` is False and to_sparse uses torch's kernels only.
 """
 import ctypes
@@ -80,7 +80,3 @@ def available() -> bool:
     except (PruneError, OSError):
         return False
     return True
-
-
-if __name__ == "__main__":
-    print(build())

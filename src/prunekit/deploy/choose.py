@@ -94,8 +94,18 @@ def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, m
         best = min(seconds, key=seconds.get)
         if seconds[best] > (1 - margin) * seconds["dense"]:
             best = "dense"
+        elif _confirmed(module, x, best, rounds, flush, margin) is False:
+            best = "dense"
         plan[name] = {"kernel": best, "batch": int(x.shape[0]), "seconds": seconds}
     return plan
+
+
+def _confirmed(module, x, best, rounds, flush, margin) -> bool:
+    """The winner timed again against dense alone, in fresh rounds: it must still be faster by
+    half the margin. Among several kernels the fastest median is the luckiest too (measured
+    here: a 3x3 convolution chosen 10 % faster came out 0.87x when timed again)."""
+    again = _time_kernels(module, x, [best], rounds, flush)
+    return again[best] <= (1 - margin / 2) * again["dense"]
 
 
 def _time_kernels(module, x, names, rounds, flush=None) -> dict:
