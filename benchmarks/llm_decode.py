@@ -24,20 +24,27 @@ from prunekit.llm.blocks import find_blocks
 PROMPT = "The Python tutorial explains how to"
 
 
-class BlockClock:
-    """Seconds spent inside the model's blocks (forward hooks on each)."""
+class Clock:
+    """Seconds spent inside the given modules (forward hooks on each; they must not nest)."""
 
-    def __init__(self, model):
+    def __init__(self, modules):
         self.seconds, self.started = 0.0, 0.0
-        _, blocks = find_blocks(model)
-        self.handles = [h for b in blocks for h in (b.register_forward_pre_hook(self._start),
-                                                    b.register_forward_hook(self._stop))]
+        self.handles = [h for m in modules for h in (m.register_forward_pre_hook(self._start),
+                                                     m.register_forward_hook(self._stop))]
 
     def _start(self, *args):
         self.started = time.perf_counter()
 
     def _stop(self, *args):
         self.seconds += time.perf_counter() - self.started
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def block_clock(model) -> Clock:
+    return Clock(find_blocks(model)[1])
 
 
 def decode(model, clock, ids, tokens) -> dict:
@@ -50,7 +57,7 @@ def decode(model, clock, ids, tokens) -> dict:
 
 def side_by_side(models: dict, tokenizer, tokens, repeats) -> dict:
     ids = tokenizer(PROMPT, return_tensors="pt")
-    clocks = {name: BlockClock(m) for name, m in models.items()}
+    clocks = {name: block_clock(m) for name, m in models.items()}
     runs = {name: [] for name in models}
     with torch.no_grad():
         for name, m in models.items():
@@ -83,19 +90,13 @@ def linear_split(models: dict, tokenizer, tokens) -> dict:
     ids = tokenizer(PROMPT, return_tensors="pt")
     out = {}
     for name, model in models.items():
-        clocks = {"block": 0.0, "linear": 0.0}
-        handles = []
         _, blocks = find_blocks(model)
-        layers = [m for b in blocks for m in b.modules() if isinstance(m, (torch.nn.Linear, SparseLinear))]
-        for kind, modules in (("block", blocks), ("linear", layers)):
-            for m in modules:
-                handles.append(m.register_forward_pre_hook(lambda *a, k=kind: clocks.__setitem__(k, clocks[k] - time.perf_counter())))
-                handles.append(m.register_forward_hook(lambda *a, k=kind: clocks.__setitem__(k, clocks[k] + time.perf_counter())))
+        blocks_clock = Clock(blocks)
+        linear_clock = Clock([m for b in blocks for m in b.modules() if isinstance(m, (torch.nn.Linear, SparseLinear))])
         with torch.no_grad():
             model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-        for h in handles:
-            h.remove()
-        out[name] = {"block_ms": 1e3 * clocks["block"] / tokens, "linear_ms": 1e3 * clocks["linear"] / tokens}
+        blocks_clock.remove(), linear_clock.remove()
+        out[name] = {"block_ms": 1e3 * blocks_clock.seconds / tokens, "linear_ms": 1e3 * linear_clock.seconds / tokens}
     return out
 
 

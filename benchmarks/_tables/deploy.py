@@ -56,7 +56,8 @@ def sparse_size(src):
     r = src[KERNELS]["size"][0]
     b = r["bytes"]
     return md(("file at 90 %", "bytes", "of dense"),
-              [("dense fp32", f"{b['dense']:,}", "1"), ("compressed", f"{b['compressed']:,}", f"{r['compressed_ratio']:.3f}"),
+              [("dense fp32", f"{b['dense']:,}", "1"),
+               ("compressed", f"{b['compressed']:,}", f"{r['compressed_ratio']:.3f}"),
                ("compressed, int8 values", f"{b['compressed_int8']:,}", f"{r['int8_ratio']:.3f}")])
 
 
@@ -129,7 +130,8 @@ CONV = "sparse-kernels/sparse-kernels-conv.json"
 
 @table("sparse-conv", CONV)
 def sparse_conv(src):
-    rows = [(f"{r['shape'][1]} → {r['shape'][0]}, {r['shape'][2]}x{r['shape'][3]}", f"{r['input'][2]}x{r['input'][3]}",
+    rows = [(f"{r['shape'][1]} → {r['shape'][0]}, {r['shape'][2]}x{r['shape'][3]}",
+             f"{r['input'][2]}x{r['input'][3]}",
              f"{100 * r['sparsity']:.0f} %", r["kernel"],
              _x(r["choice_seconds"]["dense"] / r["choice_seconds"][r["kernel"]]), f"**{_x(r['speedup'])}**")
             for r in src[CONV]["conv"]]

@@ -92,9 +92,7 @@ def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, m
         x, matrix = inputs[name], module.weight.detach().reshape(module.weight.shape[0], -1)
         seconds = _time_kernels(module, x, [k for k in names if resolve(k)[0].fits(matrix)], rounds, flush)
         best = min(seconds, key=seconds.get)
-        if seconds[best] > (1 - margin) * seconds["dense"]:
-            best = "dense"
-        elif _confirmed(module, x, best, rounds, flush, margin) is False:
+        if seconds[best] > (1 - margin) * seconds["dense"] or not _confirmed(module, x, best, rounds, flush, margin):
             best = "dense"
         plan[name] = {"kernel": best, "batch": int(x.shape[0]), "seconds": seconds}
     return plan
@@ -180,7 +178,7 @@ def _layer_inputs(model, example_inputs, layers) -> dict:
         def record(module, args):
             if name not in seen:
                 x = args[0].detach().float()
-                seen[name] = x.contiguous() if isinstance(module, nn.Conv2d) else x.reshape(-1, x.shape[-1]).contiguous()
+                seen[name] = (x if isinstance(module, nn.Conv2d) else x.reshape(-1, x.shape[-1])).contiguous()
         return record
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:

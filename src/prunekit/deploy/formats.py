@@ -28,11 +28,16 @@ def to_csr(weight: torch.Tensor, index_bits: int = 16) -> dict:
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the conversion itself is exact
         warnings.simplefilter("ignore", UserWarning)
         csr = weight.detach().to_sparse_csr()
-    cols = csr.col_indices()
-    cols = (cols.to(torch.int32).to(torch.int16) if index_bits == 16  # wraps above 32767: read as unsigned
-            else cols.to(torch.int32))
-    return {"rowptr": csr.crow_indices().to(torch.int64).contiguous(), "cols": cols.contiguous(),
-            "values": csr.values().contiguous(), "shape": torch.tensor([rows, width])}
+    parts = {"rowptr": csr.crow_indices().to(torch.int64).contiguous(),
+             "cols": csr.col_indices().to(torch.int32).contiguous(),
+             "values": csr.values().contiguous(), "shape": torch.tensor([rows, width])}
+    return with_16bit_indices(parts) if index_bits == 16 else parts
+
+
+def with_16bit_indices(parts: dict) -> dict:
+    """The same CSR with 16-bit column indices (rows of at most 65536): stored as int16, the
+    values above 32767 wrapped, read back as unsigned."""
+    return {**parts, "cols": parts["cols"].to(torch.int16)}
 
 
 def csr_dense(parts: dict) -> torch.Tensor:
@@ -44,11 +49,11 @@ def csr_dense(parts: dict) -> torch.Tensor:
                                    check_invariants=False).to_dense()
 
 
-def to_delta8(weight: torch.Tensor) -> dict:
+def to_delta8(weight: torch.Tensor, csr: dict | None = None) -> dict:
     """{"rowptr", "deltas", "values", "shape"}: CSR whose columns are 8-bit steps from the previous
     kept column of the row (the first from column 0); a step over 255 goes through entries of
-    value 0 and step 255."""
-    csr = to_csr(weight, index_bits=32)
+    value 0 and step 255. `csr`: the weight's to_csr(index_bits=32), if made already."""
+    csr = csr or to_csr(weight, index_bits=32)
     rows, _ = csr["shape"].tolist()
     counts = csr["rowptr"].diff()
     cols = csr["cols"].to(torch.int64)

@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from prunekit.deploy.sparse_linear import sparse_layers_as_plain
+from prunekit.deploy.sparse_layer import sparse_layers_as_plain
 from prunekit.errors import PruneError
 from prunekit.masks import make_permanent
 

@@ -21,11 +21,11 @@ ONE_THREAD = "/1t"  # a kernel spec "delta8/1t": our kernel on one thread
 
 def resolve(spec: str):
     """(kernel, threads) of a spec: "delta8" runs on torch's thread count, "delta8/1t" on one.
-    Our kernels come in both because waking a second thread is slow and erratic on some
-    machines (measured here: a 4096x4096 layer at 90 %, batch 1, 5.6x dense on one thread and
-    1.7x on two; a 768x768 layer, 0.05x on two)."""
+    Our kernels come in both because which is faster depends on the machine and the layer: in
+    one script here, with a torch op before each call, two threads were several times slower
+    than one (not reproduced in a plain loop, where two threads ran twice as fast)."""
     name, one, rest = spec.partition(ONE_THREAD)
-    if name not in KERNELS or rest or (one and not getattr(KERNELS[name], "own", False)):
+    if name not in KERNELS or rest or (one and not isinstance(KERNELS[name], _OwnKernel)):
         raise PruneError(f"unknown kernel {spec!r}: choose from {', '.join(specs(ORDER))}")
     return KERNELS[name], 1 if one else None
 
@@ -35,7 +35,7 @@ def specs(names) -> list:
     out = []
     for name in names:
         out.append(name)
-        if getattr(KERNELS.get(name), "own", False) and torch.get_num_threads() > 1:
+        if isinstance(KERNELS.get(name), _OwnKernel) and torch.get_num_threads() > 1:
             out.append(name + ONE_THREAD)
     return out
 
@@ -56,7 +56,22 @@ def _bind_c(fn, weight_parts, out: int, kept: int, extra=(), threads=None):
     return run
 
 
-class Dense:
+class _TorchKernel:
+    """A kernel torch runs, on torch's own threads: binding only closes over the tensors."""
+
+    @classmethod
+    def bind(cls, parts, threads=None):
+        return lambda x, bias: cls.run(parts, x, bias)
+
+
+class _OwnKernel:
+    """One of prunekit's C kernels: running binds it (pointers, threads) and calls it."""
+
+    def run(self, parts, x, bias, threads=None):
+        return self.bind(parts, threads)(x, bias)
+
+
+class Dense(_TorchKernel):
     name = "dense"
 
     @staticmethod
@@ -71,16 +86,12 @@ class Dense:
     def run(parts, x, bias, threads=None):
         return F.linear(x, parts["weight"], bias)
 
-    @classmethod
-    def bind(cls, parts, threads=None):  # torch's own threads
-        return lambda x, bias: cls.run(parts, x, bias)
-
     @staticmethod
     def dense(parts):
         return parts["weight"]
 
 
-class TorchCSR:
+class TorchCSR(_TorchKernel):
     name = "torch-csr"
 
     @staticmethod
@@ -101,17 +112,12 @@ class TorchCSR:
         y = torch.sparse.mm(matrix, x.t()).t()
         return y + bias if bias is not None else y
 
-    @classmethod
-    def bind(cls, parts, threads=None):  # torch's own threads
-        return lambda x, bias: cls.run(parts, x, bias)
-
     dense = staticmethod(formats.csr_dense)
 
 
-class OwnRows:
+class OwnRows(_OwnKernel):
     """Our row-compressed kernels: CSR with 16- or 32-bit column indices, and delta8 (CSR with
     8-bit steps between kept columns). All keep row pointers, an index part and values."""
-    own = True
 
     def __init__(self, name, index, function):
         self.name, self.index, self.function = name, index, function
@@ -127,15 +133,12 @@ class OwnRows:
         return _bind_c(getattr(build.library(), self.function), [parts["rowptr"], parts[self.index], parts["values"]],
                        parts["rowptr"].numel() - 1, parts["values"].numel(), threads=threads)
 
-    def run(self, parts, x, bias, threads=None):
-        return self.bind(parts, threads)(x, bias)
-
     def dense(self, parts):
         return formats.delta8_dense(parts) if self.name == "delta8" else formats.csr_dense(parts)
 
 
-class PackedNM:
-    name, own = "nm", True
+class PackedNM(_OwnKernel):
+    name = "nm"
 
     @staticmethod
     def fits(weight):
@@ -153,9 +156,6 @@ class PackedNM:
         out, kept = parts["values"].shape
         return _bind_c(build.library().pk_nm, [parts["values"], parts["positions"]], out, out * kept,
                        extra=(kept, *parts["nm"].tolist()), threads=threads)
-
-    def run(self, parts, x, bias, threads=None):
-        return self.bind(parts, threads)(x, bias)
 
     dense = staticmethod(formats.nm_dense)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from prunekit._utils.atomic import atomic_path
 from prunekit._utils.inputs import as_inputs
-from prunekit.deploy.sparse_linear import sparse_layers_as_plain
+from prunekit.deploy.sparse_layer import sparse_layers_as_plain
 from prunekit.errors import PruneError
 from prunekit.masks import make_permanent
 

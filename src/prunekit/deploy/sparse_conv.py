@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunekit.deploy.kernels import resolve
+from prunekit.deploy.sparse_layer import SparseLayer
 from prunekit.errors import PruneError
 
 GEOMETRY = ("kernel_size", "stride", "padding", "dilation")
@@ -33,21 +34,15 @@ def conv_apply(run, x: torch.Tensor, bias, conv) -> torch.Tensor:
     return y.reshape(n, out_h, out_w, -1).permute(0, 3, 1, 2)
 
 
-class SparseConv2d(nn.Module):
-    """A Conv2d whose weight, as the matrix (out, in * kh * kw), is held by one sparse kernel.
-    Inference only, float32, CPU."""
+class SparseConv2d(SparseLayer):
+    """A Conv2d whose weight, as the matrix (out, in * kh * kw), is held by one sparse kernel
+    (see SparseLayer). Inference only, float32, CPU."""
 
     def __init__(self, conv: nn.Conv2d, kernel: str, parts: dict):
-        super().__init__()
-        self.in_channels, self.out_channels, self.kernel = conv.in_channels, conv.out_channels, kernel
+        super().__init__(kernel, parts, conv.bias)
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         for attr in GEOMETRY:
             setattr(self, attr, tuple(getattr(conv, attr)))
-        self.part_names = tuple(parts)
-        for name, tensor in parts.items():
-            self.register_buffer(name, tensor)
-        bias = conv.bias
-        self.bias = None if bias is None else nn.Parameter(bias.detach().float().contiguous(), requires_grad=False)
-        self._bound = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, kernel: str) -> "SparseConv2d":
@@ -60,27 +55,17 @@ class SparseConv2d(nn.Module):
             raise PruneError(f"kernel {kernel!r} cannot hold a weight of shape {list(weight.shape)}")
         return cls(conv, kernel, chosen.pack(matrix))
 
-    def parts(self) -> dict:
-        return {name: getattr(self, name) for name in self.part_names}
-
-    def _apply(self, fn, *args, **kwargs):
-        self._bound = None
-        return super()._apply(fn, *args, **kwargs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.requires_grad and torch.is_grad_enabled()) or x.device.type != "cpu" or x.dim() != 4:
             raise PruneError("SparseConv2d runs inference only, on 4-D CPU inputs under torch.no_grad()")
-        if self._bound is None:
-            chosen, threads = resolve(self.kernel)
-            self._bound = chosen.bind(self.parts(), threads)
-        return conv_apply(self._bound, x.float(), self.bias, self).to(x.dtype)
+        return conv_apply(self.bound(), x.float(), self.bias, self).to(x.dtype)
 
     def to_plain(self) -> nn.Conv2d:
         """The Conv2d this layer computes (what pk.save and ONNX export write)."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                          self.dilation, bias=self.bias is not None)
         with torch.no_grad():
-            conv.weight.copy_(resolve(self.kernel)[0].dense(self.parts()).reshape(conv.weight.shape))
+            conv.weight.copy_(self.dense_weight().reshape(conv.weight.shape))
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
         return conv

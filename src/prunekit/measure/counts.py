@@ -41,7 +41,7 @@ def count_params(model: nn.Module) -> dict:
 @torch.no_grad()
 def sizes(model: nn.Module) -> dict:
     """size_bytes of the dense safetensors file, and size_bytes_compressed where every
-    prunable weight is stored in its smallest form (bitmask, CSR-16/32, packed N:M, dense;
+    prunable weight is stored in its smallest form (bitmask, CSR-16/32, delta8, packed N:M, dense;
     serialization.codecs, as pk.save(format="compressed") chooses): the weights as
     deployed (masks baked in, as after make_permanent). pk.save of a model still masked also
     writes its masks, one byte per weight of a dense-stored masked tensor."""

@@ -24,25 +24,25 @@ def _matrix(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _candidates(matrix: torch.Tensor) -> dict:
-    found = {"bitmask": sparse_format.pack(matrix)}
-    found["bitmask"].pop("shape")
-    for bits in (16, 32):
-        if bits == 32 or matrix.shape[1] <= formats.INDEX16_LIMIT:
-            csr = formats.to_csr(matrix, index_bits=bits)
-            if csr["values"].numel() < 2**31:  # int32 row pointers on disk
-                csr["rowptr"] = csr["rowptr"].to(torch.int32)
-            csr.pop("shape")
-            found[f"csr{bits}"] = csr
-    found["delta8"] = formats.to_delta8(matrix)
-    found["delta8"].pop("shape")
-    if found["delta8"]["values"].numel() < 2**31:
-        found["delta8"]["rowptr"] = found["delta8"]["rowptr"].to(torch.int32)
+    """{form: its tensors as stored} of every form that can hold the matrix (one CSR
+    conversion serves CSR-32, CSR-16 and delta8)."""
+    csr = formats.to_csr(matrix, index_bits=32)
+    found = {"bitmask": sparse_format.pack(matrix), "csr32": csr, "delta8": formats.to_delta8(matrix, csr)}
+    if matrix.shape[1] <= formats.INDEX16_LIMIT:
+        found["csr16"] = formats.with_16bit_indices(csr)
     pattern = formats.nm_pattern(matrix)
     if pattern:
-        nm = formats.to_nm(matrix, *pattern)
-        nm.pop("shape")
-        found["nm"] = nm
-    return found
+        found["nm"] = formats.to_nm(matrix, *pattern)
+    return {form: _as_stored(parts) for form, parts in found.items()}
+
+
+def _as_stored(parts: dict) -> dict:
+    """The tensors a file keeps: the shape is in the plan, and row pointers are int32 where the
+    kept values allow."""
+    stored = {k: v for k, v in parts.items() if k != "shape"}
+    if "rowptr" in stored and stored["values"].numel() < 2**31:
+        stored["rowptr"] = stored["rowptr"].to(torch.int32)
+    return stored
 
 
 def quantize_rows(values: torch.Tensor, rows: torch.Tensor) -> dict:

@@ -16,7 +16,7 @@ from prunekit import masks, surgery
 from prunekit._utils.atomic import atomic_path
 from prunekit.errors import PruneError
 from prunekit.deploy.choose import apply_kernels
-from prunekit.deploy.sparse_linear import sparse_layers_as_plain
+from prunekit.deploy.sparse_layer import sparse_layers_as_plain
 from prunekit.serialization import codecs, sparse_format
 from prunekit.structured import blocks
 from prunekit.targets import effective_state as _effective_state
