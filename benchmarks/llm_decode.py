@@ -102,8 +102,9 @@ def linear_split(models: dict, tokenizer, tokens) -> dict:
 
 def bytes_ratios(model) -> dict:
     """Dense fp32 bytes of the blocks' Linear weights over the bytes of the forms the chosen
-    kernels read ("chosen"), and over the smallest lossless form of each (delta8, or packed N:M
-    where the weight fits it: "smallest"), the least any of our kernels could read."""
+    kernels read ("chosen"), and over the smallest lossless form of each (delta8, the row
+    bitmask, or packed N:M where the weight fits it: "smallest"), the least any of our kernels
+    could read."""
     _, blocks = find_blocks(model)
     dense = chosen = smallest = 0
     for m in (m for b in blocks for m in b.modules()):
@@ -114,8 +115,9 @@ def bytes_ratios(model) -> dict:
             read = 4 * weight.numel()
         else:
             continue
-        forms = [formats.to_delta8(weight)] + ([formats.to_nm(weight, *formats.nm_pattern(weight))]
-                                              if formats.nm_pattern(weight) else [])
+        pattern = formats.nm_pattern(weight)
+        forms = [formats.to_delta8(weight), formats.to_bitmask(weight)] + \
+            ([formats.to_nm(weight, *pattern)] if pattern else [])
         dense, chosen = dense + 4 * weight.numel(), chosen + read
         smallest += min(formats.nbytes(f) for f in forms)
     return {"chosen": dense / chosen, "smallest": dense / smallest}

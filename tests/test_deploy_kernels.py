@@ -79,6 +79,18 @@ def test_form_sizes_are_what_they_say():
     assert formats.nbytes(formats.to_csr(w, 16)) == nnz * 6 + 65 * 8
     assert formats.nbytes(formats.to_csr(w, 32)) == nnz * 8 + 65 * 8
     assert formats.nbytes(formats.to_nm(WEIGHTS["2:4"], 2, 4)) == 19 * 32 * 4 + 19 * 16
+    # one bit per weight (rows padded to 64 columns), 4 bytes per kept one, 8 padding values
+    assert formats.nbytes(formats.to_bitmask(w)) == 64 * 256 // 8 + (nnz + 8) * 4 + 65 * 8
+
+
+def test_bitmask_rows_reach_past_a_byte_and_a_word_boundary():
+    """Widths around the mask's 8- and 64-column units, every value kept: each expansion reads
+    a full byte of mask and the last row's vector read runs into the padding."""
+    for width in (1, 7, 8, 9, 63, 64, 65, 130):
+        w = torch.randn(3, width)
+        x = torch.randn(1, width)
+        parts = formats.to_bitmask(w)
+        torch.testing.assert_close(KERNELS["bitmask"].run(parts, x, None), x @ w.t())
 
 
 def test_delta8_bridges_gaps_wider_than_a_byte():

@@ -24,6 +24,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 SIGNATURES = {"pk_csr_i16": [_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
               "pk_csr_i32": [_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
               "pk_delta8": [_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
+              "pk_bitmask": [_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
               "pk_nm": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _INT, _INT]}
 
 

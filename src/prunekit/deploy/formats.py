@@ -5,7 +5,10 @@
 - packed N:M: per row, the kept values of every group of M in order (N per group, zeros where a
   group keeps fewer) and their positions in the group as 4-bit nibbles, two per byte (the first
   in the low nibble). M is at most 16.
-- bitmask: serialization.sparse_format (values + np.packbits of the nonzeros).
+- row bitmask (the kernels'): one bit per column, each row padded to a multiple of 64 bits
+  (bit c % 8 of byte c / 8), the kept values in row order followed by 8 zeros (the kernel's
+  vector reads may run past the last), and row pointers into the values (int64, rows + 1).
+- bitmask (the checkpoints'): serialization.sparse_format (values + np.packbits of the nonzeros).
 
 Every `to_*` is exact: `dense(to_x(w)) == w` bit for bit (-0.0 becomes 0.0).
 """
@@ -82,6 +85,32 @@ def delta8_dense(parts: dict) -> torch.Tensor:
     out = torch.zeros(rows, width, dtype=parts["values"].dtype)
     kept = parts["values"] != 0  # the bridges hold zeros
     out[row_of[kept], cols[kept]] = parts["values"][kept]
+    return out
+
+
+VALUE_PADDING = 8
+
+
+def to_bitmask(weight: torch.Tensor) -> dict:
+    """{"rowptr", "mask", "values", "shape"}: the row bitmask form (see the module's docstring)."""
+    w = _matrix(weight).detach()
+    rows, width = w.shape
+    kept = w != 0
+    padded = torch.zeros(rows, (width + 63) // 64 * 64, dtype=torch.uint8)
+    padded[:, :width] = kept
+    mask = (padded.view(rows, -1, 8) << torch.arange(8, dtype=torch.uint8)).sum(-1, dtype=torch.uint8)
+    values = torch.cat([w[kept], w.new_zeros(VALUE_PADDING)])
+    rowptr = torch.cat([torch.zeros(1, dtype=torch.int64), kept.sum(1).cumsum(0)])
+    return {"rowptr": rowptr, "mask": mask.contiguous(), "values": values.contiguous(),
+            "shape": torch.tensor([rows, width])}
+
+
+def bitmask_dense(parts: dict) -> torch.Tensor:
+    rows, width = parts["shape"].tolist()
+    bits = (parts["mask"].unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1
+    kept = bits.reshape(rows, -1)[:, :width].bool()
+    out = torch.zeros(rows, width, dtype=parts["values"].dtype)
+    out[kept] = parts["values"][:parts["values"].numel() - VALUE_PADDING]
     return out
 
 
