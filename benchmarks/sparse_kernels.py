@@ -4,7 +4,8 @@ Parts (each a list of rows in the JSON):
 - mlp: the MLP 4096-4096-4096-4096 (three 4096x4096 layers), magnitude-pruned per layer to
   80/90/95 %, at batch 1 and 32: dense, torch's CSR on every layer (the floor the issue names),
   and pk.to_sparse (the kernel chosen per layer); outputs compared; the memory-traffic bound
-  (dense bytes / bytes of the chosen form).
+  (dense bytes / bytes of the chosen form). Timed interleaved (each model starts with the
+  caches holding the previous one's data) and also each model alone, back to back.
 - crossover: one 4096x4096 layer, sparsity 50-98 % x batch 1/8/32/128: the kernel to_sparse
   chooses and its speedup over dense, measured again after the choice.
 - bert: the BERT-base layer shapes at 90 %, one token and 128 tokens.
@@ -19,6 +20,7 @@ import argparse
 import copy
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -67,6 +69,18 @@ def timed(models: dict, x, args) -> dict:
     return {name: {k: t[k] for k in ("median_s", "p25_s", "p75_s")} for name, t in times.items()}
 
 
+def timed_alone(models: dict, x, args, blocks=3) -> dict:
+    """Median seconds of each model run back to back on its own (what a server running only
+    this model sees: its weights stay in cache if they fit), in `blocks` blocks per model with
+    the models taking turns, so drift in the machine's speed hits each alike."""
+    samples = {name: [] for name in models}
+    for _ in range(blocks):
+        for name, model in models.items():
+            t = time_models({name: model}, x, repeats=max(1, args.repeats // blocks), warmup=3, threads=args.threads)
+            samples[name].append(t[name]["median_s"])
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def max_diff(a, b, x) -> float:
     with torch.no_grad():
         return float((a(x) - b(x)).abs().max())
@@ -81,12 +95,14 @@ def mlp_rows(args):
             floor = apply_kernels(copy.deepcopy(model), {"0": "torch-csr", "1": "torch-csr", "2": "torch-csr"})
             chosen = pk.to_sparse(copy.deepcopy(model), x)
             t = timed({"dense": model, "torch-csr": floor, "to_sparse": chosen}, x, args)
+            alone = timed_alone({"dense": model, "to_sparse": chosen}, x, args)
             rows.append({"sparsity": sparsity, "batch": batch, "kernels": kernels_of(chosen), "times": t,
                          "speedup": t["dense"]["median_s"] / t["to_sparse"]["median_s"],
+                         "speedup_alone": alone["dense"] / alone["to_sparse"],
                          "speedup_torch_csr": t["dense"]["median_s"] / t["torch-csr"]["median_s"],
                          "bound": bound(chosen), "max_abs_diff": max_diff(model, chosen, x)})
             print(f"mlp {sparsity:.0%} batch {batch}: to_sparse {rows[-1]['speedup']:.2f}x "
-                  f"({','.join(rows[-1]['kernels'])}), torch-csr {rows[-1]['speedup_torch_csr']:.2f}x, "
+                  f"({','.join(rows[-1]['kernels'])}), alone {rows[-1]['speedup_alone']:.2f}x, torch-csr {rows[-1]['speedup_torch_csr']:.2f}x, "
                   f"bound {rows[-1]['bound']:.2f}x", flush=True)
     return rows
 

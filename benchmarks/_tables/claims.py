@@ -141,6 +141,7 @@ def sparse_mlp(src):
     nm = next(r for r in src[SPARSE_KERNELS]["nm"] if r["batch"] == 1)
     return ("magnitude 90 %, MLP 4096x3, on `pk.to_sparse` kernels vs dense PyTorch, batch 1 / 32; "
             "2:4 on one 4096x4096 layer, batch 1",
+            f"alone {rows[1]['speedup_alone']:.2f}x / {rows[32]['speedup_alone']:.2f}x, taking turns with dense "
             f"{rows[1]['speedup']:.2f}x / {rows[32]['speedup']:.2f}x; 2:4 {nm['chosen']['speedup']:.2f}x "
             f"({nm['chosen']['kernel']})",
             f"torch CSR on every layer: {rows[1]['speedup_torch_csr']:.2f}x / {rows[32]['speedup_torch_csr']:.2f}x; "

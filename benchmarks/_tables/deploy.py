@@ -4,6 +4,7 @@ from .common import md, table
 KERNELS = "sparse-kernels/sparse-kernels.json"
 DECODE = "sparse-kernels/llm-decode.json"
 DECODE_1T = "sparse-kernels/llm-decode-1thread.json"
+DECODE_RUNS = ("sparse-kernels/llm-decode.json", "sparse-kernels/llm-decode-run*.json")
 
 
 def _x(value) -> str:
@@ -20,10 +21,10 @@ def _kernels(names) -> str:
 @table("sparse-mlp", KERNELS)
 def sparse_mlp(src):
     rows = [(f"{100 * r['sparsity']:.0f} %", r["batch"], f"{1e3 * r['times']['dense']['median_s']:.2f} ms",
-             f"**{_x(r['speedup'])}**", _x(r["speedup_torch_csr"]), _x(r["bound"]), _kernels(r["kernels"]),
-             f"{r['max_abs_diff']:.1e}") for r in src[KERNELS]["mlp"]]
-    return md(("sparsity", "batch", "dense", "pk.to_sparse", "torch CSR, every layer", "bytes bound",
-               "kernels chosen", "max abs diff"), rows)
+             f"**{_x(r['speedup'])}**", f"**{_x(r['speedup_alone'])}**", _x(r["speedup_torch_csr"]),
+             _x(r["bound"]), _kernels(r["kernels"]), f"{r['max_abs_diff']:.1e}") for r in src[KERNELS]["mlp"]]
+    return md(("sparsity", "batch", "dense", "pk.to_sparse, interleaved", "pk.to_sparse, alone",
+               "torch CSR, every layer", "bytes bound", "kernels chosen", "max abs diff"), rows)
 
 
 @table("sparse-crossover", KERNELS)
@@ -78,6 +79,17 @@ def llm_decode(src):
     return md(("Gemma-3 270M", "dense tok/s", "masked tok/s", "sparse kernels tok/s", "tokens/s vs dense",
                "blocks per token", "blocks vs dense", "their Linear layers", "the rest of the blocks",
                "Linear bytes ratio, chosen / smallest form", "blocks' bound", "kernels", "same greedy text"), rows)
+
+
+@table("llm-decode-runs", *DECODE_RUNS)
+def llm_decode_runs(src):
+    """The blocks' speedup in every kept run of the same command, the newest first."""
+    runs = [src[DECODE]] + [src[f"sparse-kernels/llm-decode-run{i}.json"] for i in (2, 1)]
+    rows = []
+    for method in ("wanda 50 %", "wanda 2:4"):
+        found = [next(r for r in run["rows"] if r["method"] == method) for run in runs]
+        rows.append([method] + [_x(r["block_speedup"]) for r in found] + [_x(r["block_bound"]) for r in found[:1]])
+    return md(("Gemma-3 270M, blocks vs dense", "run 3", "run 2", "run 1", "blocks' bound (run 3)"), rows)
 
 
 @table("llm-decode-1thread", DECODE_1T)

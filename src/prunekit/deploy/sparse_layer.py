@@ -21,6 +21,7 @@ class SparseLayer(nn.Module):
             self.register_buffer(name, tensor)
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().contiguous(), requires_grad=False)
         self._bound = None  # the kernel bound to this layer's tensors, made at the first call
+        self._bias_now = None  # the bias as a plain tensor: reading a Parameter goes through Module.__getattr__
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .float(), ...: the tensors may move
         self._bound = None
@@ -38,6 +39,7 @@ class SparseLayer(nn.Module):
         if self._bound is None:
             chosen, threads = resolve(self.kernel)
             self._bound = chosen.bind(self.parts(), threads)
+            self._bias_now = None if self.bias is None else self.bias.detach()
         return self._bound
 
     def dense_weight(self) -> torch.Tensor:
