@@ -248,3 +248,37 @@ def test_cli_compare_runs_on_an_npz(tmp_path, monkeypatch):
 def test_something_else_is_refused_in_one_line():
     with pytest.raises(PruneError, match="^cannot load a dict: give a dataset name, npz:FILE"):
         data.load({"x": [1, 2], "y": [0, 1]})
+
+
+# ---- hf:DIR (a Hugging Face dataset saved to disk) -----------------------------------------
+
+def test_hugging_face_image_dataset_on_disk_loads_with_its_splits_and_classes(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        images = [Image.fromarray(rng.integers(0, 256, (6 + i % 3, 9, 3), np.uint8)) for i in range(n)]
+        return datasets.Dataset.from_dict(
+            {"img": images, "label": [i % 4 for i in range(n)]},
+            features=datasets.Features({"img": datasets.Image(),
+                                        "label": datasets.ClassLabel(names=["a", "b", "c", "d"])}))
+    datasets.DatasetDict({"train": split(12), "test": split(4)}).save_to_disk(str(tmp_path / "ds"))
+    ds = data.load(f"hf:{tmp_path / 'ds'}", image_size=8)
+    assert ds.input_shape == (3, 8, 8) and ds.num_classes == 4
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (11, 1, 4)  # val carved from train
+    assert ds.test.y.tolist() == [0, 1, 2, 3]
+
+
+def test_hugging_face_array_dataset_and_bad_ones_are_one_line(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    datasets.Dataset.from_dict({"x": x, "y": [0, 1] * 5}).save_to_disk(str(tmp_path / "arrays"))
+    ds = data.load(f"hf:{tmp_path / 'arrays'}")
+    assert ds.input_shape == (4,) and ds.num_classes == 2
+    datasets.Dataset.from_dict({"text": ["a", "b"], "score": [1, 2]}).save_to_disk(str(tmp_path / "text"))
+    (tmp_path / "not-a-dataset").mkdir()
+    for name, message in (("text", "needs inputs"), ("not-a-dataset", "cannot read"), ("missing", "no folder")):
+        with pytest.raises(PruneError, match=message) as err:
+            data.load(f"hf:{tmp_path / name}")
+        assert "\n" not in str(err.value)

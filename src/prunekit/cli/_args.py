@@ -51,9 +51,29 @@ def add_dataset(parser, default="mnist", help=None):
     """--dataset and --image-size, the same on every command that reads data."""
     parser.add_argument("--dataset", default=default, help=help or (
         "mnist (default), fashion-mnist, mnist1d, digits (mnist and fashion-mnist: run "
-        "`prunekit data fetch NAME` once), npz:FILE, folder:PATH, or a folder of MNIST IDX files"))
+        "`prunekit data fetch NAME` once), npz:FILE, folder:PATH, hf:DIR (a Hugging Face dataset saved with "
+        "save_to_disk), or a folder of MNIST IDX files"))
     parser.add_argument("--image-size", type=positive_int, default=IMAGE_SIZE,
                         help=f"folder:PATH images are resized to this square size (default {IMAGE_SIZE})")
+
+
+MODEL_HELP = ("a file written by pk.save / prunekit prune, a zoo name (lenet5, lenet300, mlp1d), torchvision:NAME, "
+              "timm:NAME, or hf:DIR (a saved Hugging Face model)")
+
+
+def add_weights(parser):
+    """--weights and --trust-pickle, the same on every command that reads a model."""
+    parser.add_argument("--weights", help="weights for the model: a .safetensors file, or a torch state dict "
+                                          "(read with weights_only=True: no code runs)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a pickled model or weights file; reading one runs code, so only for files you trust")
+
+
+def load_model(spec, args, dataset=None):
+    """The model `spec` names (see MODEL_HELP) with --weights; a name is built to fit `dataset`."""
+    from prunekit.serialization import sources
+    kwargs = sources.for_data(spec, dataset) if dataset is not None else {}
+    return sources.load_model(spec, weights=args.weights, trust_pickle=args.trust_pickle, **kwargs)
 
 
 def load_dataset(args):

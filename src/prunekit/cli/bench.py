@@ -1,12 +1,15 @@
 """prunekit bench: a saved model in every deployable form (dense baseline, pruned, sparse
 kernels, ONNX Runtime, int8), timed side by side over batch sizes and thread counts."""
-from prunekit.cli._args import ints, positive_int, write_json
+import argparse
+
+from prunekit.cli._args import MODEL_HELP, add_weights, ints, load_model, positive_int, write_json
 
 
 def add(add_parser, common):
     p = add_parser("bench", parents=[common], help="latency, throughput, memory and energy of every deployable form")
-    p.add_argument("model", help="a model saved by prunekit (pk.save, prunekit prune)")
-    p.add_argument("--baseline", help="the unpruned model, saved the same way: adds the dense and dense-int8 rows")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--baseline", help="the unpruned model, named the same ways: adds the dense and dense-int8 rows")
+    add_weights(p)
     p.add_argument("--input-shape", type=ints, default=(1, 28, 28), help="one sample's shape (default 1,28,28)")
     p.add_argument("--batches", type=ints, default=(1, 32), help="batch sizes (default 1,32)")
     p.add_argument("--threads", type=ints, default=(1, 2), help="thread counts (default 1,2)")
@@ -18,10 +21,10 @@ def add(add_parser, common):
 
 
 def run(args):
-    from prunekit import serialization
     from prunekit.deploy.bench import bench
-    model = serialization.load(args.model)
-    baseline = serialization.load(args.baseline) if args.baseline else None
+    model = load_model(args.model, args)
+    baseline = load_model(args.baseline, argparse.Namespace(weights=None, trust_pickle=args.trust_pickle)) \
+        if args.baseline else None
     rows = bench(model, args.input_shape, baseline=baseline, batches=args.batches, threads=args.threads,
                  forms=[f.strip() for f in args.forms.split(",") if f.strip()], repeats=args.repeats)
     if args.json:

@@ -2,12 +2,14 @@
 import sys
 from pathlib import Path
 
-from prunekit.cli._args import add_dataset, floats, write_json
+from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, floats, write_json
 
 
 def add(add_parser, common):
     p = add_parser("compare", parents=[common], help="magnitude vs structured pruning side by side (the main job)")
-    p.add_argument("--model", help="zoo model (lenet5, lenet300, mlp1d); default: the dataset's")
+    p.add_argument("--model", help=MODEL_HELP + "; default: the dataset's zoo model. A model with its weights "
+                                    "(a file, hf:DIR, --weights) is the dense model as it is: no dense training")
+    add_weights(p)
     add_dataset(p, default=None)
     p.add_argument("--methods", help="comma-separated, e.g. magnitude-global,structured,hybrid,gradual,"
                                      "lottery,rigl,nm-2:4,lamp,search (README lists all)")
@@ -27,7 +29,7 @@ def run(args):
 
     from prunekit.experiments.compare import CompareConfig, run_compare
     from prunekit.report import comparison_table, write_html, write_plots
-    overrides = dict(model=args.model, dataset=args.dataset, seed=args.seed, epochs=args.epochs,
+    overrides = dict(model=args.model, weights=args.weights, trust_pickle=args.trust_pickle or None, dataset=args.dataset, seed=args.seed, epochs=args.epochs,
                      finetune_epochs=args.finetune_epochs, out=Path(args.out), threads=args.threads,
                      methods=tuple(args.methods.split(",")) if args.methods else None,
                      sparsities=args.sparsities, image_size=args.image_size)

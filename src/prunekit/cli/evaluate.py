@@ -1,10 +1,11 @@
-"""prunekit evaluate: test accuracy, counts, MACs and latency of a saved model."""
-from prunekit.cli._args import add_dataset, load_dataset, positive_int, write_json
+"""prunekit evaluate: test accuracy, counts, MACs and latency of a model."""
+from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, load_dataset, load_model, positive_int, write_json
 
 
 def add(add_parser, common):
-    p = add_parser("evaluate", parents=[common], help="accuracy, counts, MACs, latency of a saved model")
-    p.add_argument("input")
+    p = add_parser("evaluate", parents=[common], help="accuracy, counts, MACs, latency of a model")
+    p.add_argument("input", help=MODEL_HELP)
+    add_weights(p)
     add_dataset(p)
     p.add_argument("--batch", type=positive_int, default=64)
     p.add_argument("--json")
@@ -12,11 +13,10 @@ def add(add_parser, common):
 
 
 def run(args):
-    from prunekit import serialization
     from prunekit.measure import measure
     from prunekit.train.loop import evaluate
-    model = serialization.load(args.input)
     dataset = load_dataset(args)
+    model = load_model(args.input, args, dataset)
     metrics = measure(model, dataset.test.x[:args.batch])
     metrics["accuracy"] = evaluate(model, dataset.test)
     if args.json:

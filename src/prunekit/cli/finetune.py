@@ -1,10 +1,12 @@
-"""prunekit finetune: train a saved model further; masks stay enforced."""
-from prunekit.cli._args import add_dataset, load_dataset, positive_float, positive_int
+"""prunekit finetune: train a model further; masks stay enforced."""
+from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, load_dataset, load_model, positive_float, positive_int
 
 
 def add(add_parser, common):
-    p = add_parser("finetune", parents=[common], help="fine-tune a saved model (masks stay enforced)")
-    p.add_argument("input"), p.add_argument("output")
+    p = add_parser("finetune", parents=[common], help="fine-tune a model (masks stay enforced)")
+    p.add_argument("input", help=MODEL_HELP)
+    p.add_argument("output", help="where to write the fine-tuned model (pk.save)")
+    add_weights(p)
     add_dataset(p)
     p.add_argument("--epochs", type=positive_int, default=2)
     p.add_argument("--lr", type=positive_float, default=0.01)
@@ -16,8 +18,9 @@ def add(add_parser, common):
 def run(args):
     from prunekit import serialization
     from prunekit.train.loop import FitConfig, fit
-    model = serialization.load(args.input)
-    result = fit(model, load_dataset(args), FitConfig(epochs=args.epochs, lr=args.lr, seed=args.seed),
+    dataset = load_dataset(args)
+    model = load_model(args.input, args, dataset)
+    result = fit(model, dataset, FitConfig(epochs=args.epochs, lr=args.lr, seed=args.seed),
                  checkpoint_dir=args.checkpoints, quiet=args.quiet)
     serialization.save(model, args.output)
     print(f"best validation accuracy {result.best_val:.4f} at epoch {result.best_epoch}; wrote {args.output}")

@@ -1,10 +1,12 @@
 """prunekit prune: mask weights (magnitude) or remove channels, heads or blocks (--structured)."""
-from prunekit.cli._args import add_dataset, load_dataset
+from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, load_dataset, load_model
 
 
 def add(add_parser, common):
-    p = add_parser("prune", parents=[common], help="prune a saved model")
-    p.add_argument("input"), p.add_argument("output")
+    p = add_parser("prune", parents=[common], help="prune a model")
+    p.add_argument("input", help=MODEL_HELP)
+    p.add_argument("output", help="where to write the pruned model (pk.save)")
+    add_weights(p)
     p.add_argument("--sparsity", type=float, required=True,
                    help="fraction of weights (structured: of channels, heads or blocks) to remove")
     p.add_argument("--scope", choices=["global", "layer"], help="default: global (magnitude), layer (structured)")
@@ -28,9 +30,10 @@ def run(args):
     from prunekit import serialization
     from prunekit.structured.prune import prune_structured
     from prunekit.unstructured.magnitude import prune_magnitude
-    model = serialization.load(args.input)
+    from prunekit.serialization.sources import is_name
+    dataset = load_dataset(args) if args.structured or is_name(args.input) else None
+    model = load_model(args.input, args, dataset)
     if args.structured:
-        dataset = load_dataset(args)
         calibration = list(dataset.train.batches(64, shuffle=True, seed=0, limit=64 * args.calibration_batches))
         result = prune_structured(
             model, dataset.test.x[:8], ratio=args.sparsity, granularity=args.granularity,
@@ -43,3 +46,4 @@ def run(args):
                         seed=args.seed)
     serialization.save(model, args.output, format=args.format)
     print(f"wrote {args.output}")
+

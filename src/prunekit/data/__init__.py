@@ -18,6 +18,7 @@ def load(source, *, image_size: int = IMAGE_SIZE) -> Dataset:
     - a name from DATASETS ("mnist", "fashion-mnist", "mnist1d", "digits");
     - "npz:FILE": an .npz of x_train, y_train (optionally x_val, y_val, x_test, y_test);
     - "folder:PATH": images in one subfolder per class, resized to image_size x image_size;
+    - "hf:DIR": a Hugging Face dataset written by save_to_disk (data.hf_disk);
     - a folder of MNIST-format IDX files ("./mnist" for one that shares a built-in name);
     - a torch Dataset or DataLoader of (input, label): see from_torch.
     Missing val/test splits are carved deterministically from train (data.split.carve)."""
@@ -35,8 +36,11 @@ def load(source, *, image_size: int = IMAGE_SIZE) -> Dataset:
         return from_npz(rest)
     if kind == "folder" and rest:
         return from_folder(rest, image_size)
+    if kind == "hf" and rest:
+        from prunekit.data.hf_disk import from_hf_disk
+        return from_hf_disk(rest, image_size)
     if Path(name).is_dir():
         arrays = idx_folder(Path(name))
         return to_dataset(content_name("idx", Path(name).resolve().name, arrays), arrays)
     raise PruneError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}, "
-                     "npz:FILE, folder:PATH, or a folder of MNIST-format IDX files")
+                     "npz:FILE, folder:PATH, hf:DIR, or a folder of MNIST-format IDX files")

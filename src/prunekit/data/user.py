@@ -34,7 +34,7 @@ def from_torch(train, val=None, test=None, *, name=None) -> Dataset:
         if source is not None:
             arrays[f"x_{kind}"], arrays[f"y_{kind}"] = _read_torch(source, kind)
     where = f"torch data {name!r}" if name else "torch data"
-    arrays = carve(_checked(arrays, where), where)
+    arrays = carve(check_arrays(arrays, where), where)
     return to_dataset(name or content_name("torch", "data", arrays), arrays)
 
 
@@ -84,11 +84,11 @@ def from_npz(path) -> Dataset:
     extra = sorted(set(found) - set(KEYS))
     if extra:
         log.info("%s: ignoring arrays %s", path, extra)
-    arrays = carve(_checked(arrays, str(path)), str(path))
+    arrays = carve(check_arrays(arrays, str(path)), str(path))
     return to_dataset(content_name("npz", path.stem, arrays), arrays)
 
 
-def _checked(arrays, where) -> dict:
+def check_arrays(arrays, where) -> dict:
     """Refuse arrays that would fail later, deep inside training, with a line naming the fix."""
     for kind in ("train", "val", "test"):
         x, y = arrays.get(f"x_{kind}"), arrays.get(f"y_{kind}")
@@ -153,21 +153,36 @@ def _read_images(folder, classes, size):
         labels += [label] * len(found)
     if not files:
         raise PruneError(f"{folder} has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class subfolders")
-    images = [_read_image(f, size) for f in files]
+    return _stacked([_read_image(f, size) for f in files]), np.asarray(labels, np.int64)
+
+
+def image_pixels(images, size: int, where: str) -> np.ndarray:
+    """PIL images as one uint8 array, each resized to size x size (see _stacked)."""
+    from PIL import Image
+    try:
+        return _stacked([_pixels(im, size) for im in images])
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise PruneError(f"cannot read an image of {where} ({exc})") from None
+
+
+def _stacked(images) -> np.ndarray:
+    """(N, H, W) where every image was grayscale (one channel), else (N, 3, H, W)."""
     if all(gray for _, gray in images):
-        x = np.stack([im[..., 0] for im, _ in images])  # (N, H, W): one channel
-    else:
-        x = np.stack([im for im, _ in images]).transpose(0, 3, 1, 2)  # (N, 3, H, W)
-    return np.ascontiguousarray(x), np.asarray(labels, np.int64)
+        return np.ascontiguousarray(np.stack([im[..., 0] for im, _ in images]))
+    return np.ascontiguousarray(np.stack([im for im, _ in images]).transpose(0, 3, 1, 2))
+
+
+def _pixels(im, size):
+    """(H, W, 3) uint8 pixels of a PIL image and whether it was grayscale."""
+    from PIL import Image
+    gray = im.mode in ("1", "L")
+    return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), np.uint8), gray
 
 
 def _read_image(path, size):
-    """(H, W, 3) uint8 pixels and whether the file was grayscale."""
     from PIL import Image
     try:
         with Image.open(path) as im:
-            gray = im.mode in ("1", "L")
-            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, np.uint8), gray
+            return _pixels(im, size)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
         raise PruneError(f"cannot read image {path} ({exc}); remove or replace it") from None

@@ -26,7 +26,7 @@ from prunekit.experiments import methods
 from prunekit.experiments.methods.context import Context
 from prunekit.masks import make_permanent
 from prunekit.measure import _run, compare, measure, time_models
-from prunekit.serialization import load, save
+from prunekit.serialization import load, save, sources
 from prunekit.train.loop import FitConfig, evaluate, fit
 from prunekit.training import lottery
 
@@ -37,7 +37,9 @@ DEFAULT_METHODS = ("magnitude-global", "magnitude-layer", "structured", "hybrid"
 
 @dataclass
 class CompareConfig:
-    model: str = ""                 # zoo name; "" = the dataset's default
+    model: str = ""                 # zoo name, torchvision:NAME, timm:NAME, hf:DIR, a pk.save file; "" = the dataset's default
+    weights: str = ""               # a weights file for the model (safetensors or a torch state dict)
+    trust_pickle: bool = False      # allow a pickled model or weights file (unpickling runs code)
     dataset: str = "mnist"          # a name for data.load: built-in, npz:FILE, folder:PATH, IDX folder
     image_size: int = datasets.IMAGE_SIZE  # folder:PATH images are resized to this square size
     methods: tuple = DEFAULT_METHODS
@@ -67,8 +69,8 @@ def validate(config: CompareConfig):
         methods.get(name)
     for s in config.sparsities:
         check_range("sparsity", s, 0, 1, "()")
-    if config.model and config.model not in zoo.MODELS:
-        zoo.build(config.model)  # raises the one-line error listing models
+    if config.model:
+        sources.check_spec(config.model)
     if config.epochs < 1 or config.finetune_epochs < 0:
         raise PruneError("epochs must be >= 1 and finetune epochs >= 0")
     for name in ("threads", "latency_batch", "latency_repeats"):
@@ -81,7 +83,13 @@ def dense_model(config: CompareConfig, dataset, quiet=False):
     rewind to: kept, not rebuilt by replaying the seed (which reproduces it only while the
     model's initialisation draws nothing but the global torch RNG)."""
     name = config.model or zoo.DEFAULT_FOR_DATASET.get(dataset.name, "lenet300")
-    cache = home() / "models" / f"{name}-{dataset.name}-e{config.epochs}-s{config.seed}.safetensors"
+    if sources.is_pretrained(name, config.weights or None):  # its weights are the dense model: no training
+        model = sources.load_model(name, weights=config.weights or None, trust_pickle=config.trust_pickle,
+                                   **sources.for_data(name, dataset))
+        sources.check_outputs(model, dataset)
+        return model, lottery.snapshot(model)
+    safe_name = name.replace(":", "-").replace("/", "-")
+    cache = home() / "models" / f"{safe_name}-{dataset.name}-e{config.epochs}-s{config.seed}.safetensors"
     initial_cache = cache.with_name(cache.stem + ".initial.safetensors")
     if cache.exists() and initial_cache.exists():
         try:
@@ -92,7 +100,7 @@ def dense_model(config: CompareConfig, dataset, quiet=False):
     elif cache.exists():
         log.info("no initial weights beside the cached %s (written before they were kept): training again", cache)
     with seeded(config.seed):  # the same initial weights for a seed, the caller's RNG untouched
-        model = zoo.build(name, **_model_kwargs(name, dataset))
+        model = zoo.build(name, **sources.for_data(name, dataset))
     initial = lottery.snapshot(model)
     fit(model, dataset, FitConfig(epochs=config.epochs, seed=config.seed),
         checkpoint_dir=_checkpoints(config, "dense"), quiet=quiet)
@@ -115,16 +123,6 @@ def _checkpoints(config, tag):
                 config.finetune_limit, config.finetune_lr, config.image_size)
     digest = hashlib.sha1(repr(settings).encode()).hexdigest()[:10]
     return config.out / "checkpoints" / digest / tag
-
-
-def _model_kwargs(name, dataset):
-    shape = dataset.input_shape
-    if name == "lenet5":
-        return {"in_channels": shape[0], "num_classes": dataset.num_classes, "image_size": shape[-1]}
-    features = 1
-    for d in shape:
-        features *= d
-    return {"in_features": features, "num_classes": dataset.num_classes}
 
 
 def _finetune_config(config):

@@ -2,6 +2,7 @@
 from torch import nn
 
 from prunekit._utils.registry import Registry
+from prunekit.zoo import sources
 
 MODELS = Registry("model")
 
@@ -19,12 +20,18 @@ def list_models() -> list:
 
 
 def build(name: str, **kwargs) -> nn.Module:
-    """A fresh, untrained zoo model; kwargs are its constructor arguments."""
+    """A fresh, untrained zoo model (kwargs: its constructor arguments), or a model from a
+    source spec ("torchvision:resnet18", "timm:NAME", "hf:DIR": see zoo.sources)."""
+    if sources.is_source(name):
+        return sources.build(name, **kwargs)
     return MODELS.get(name)(**kwargs)
 
 
 def architecture(model: nn.Module):
-    """(zoo name, constructor kwargs) if `model` is a zoo model, else None."""
+    """(zoo name or source spec, constructor kwargs) if `model` is a zoo model or was built from
+    a source, else None."""
+    if sources.source_of(model):
+        return sources.source_of(model)
     name = getattr(type(model), "zoo_name", None)
     return None if MODELS.find(name) is not type(model) else (name, dict(model.config))
 
