@@ -18,12 +18,13 @@ from prunekit.cli import (
     finetune,
     llm,
     prune,
+    run,
     search,
     sensitivity,
 )
 from prunekit.errors import PruneError
 
-COMMANDS = (compare, prune, finetune, evaluate, bench, export, sensitivity, search, llm, data, env)
+COMMANDS = (compare, run, prune, finetune, evaluate, bench, export, sensitivity, search, llm, data, env)
 
 
 def build_parser():

@@ -136,14 +136,35 @@ def method_context(config, dataset, initial):
     return Context(dataset, _finetune_config(config), FitConfig(epochs=config.epochs, seed=config.seed), initial)
 
 
-def prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet=False, context=None):
+def prune_and_finetune(dense, dataset, example, steps, config, quiet=False, context=None):
     """A pruned, fine-tuned copy of `dense` with masks baked in (plain weights, no hooks).
-    Methods that train while pruning spend the fine-tuning budget themselves."""
-    model = methods.get(method)(copy.deepcopy(dense), example, sparsity, config.seed, context)
-    if config.finetune_epochs and not methods.trains(method):
-        fit(model, dataset, _finetune_config(config),
-            checkpoint_dir=_checkpoints(config, f"{method}-{sparsity:g}"), quiet=quiet)
+    `steps`: [(method, sparsity), ...] applied in order, each fine-tuned after; methods that
+    train while pruning spend the fine-tuning budget themselves."""
+    model = copy.deepcopy(dense)
+    for i, (method, sparsity) in enumerate(steps):
+        model = methods.get(method)(model, example, sparsity, config.seed, context)
+        if config.finetune_epochs and not methods.trains(method):
+            tag = f"{method}-{sparsity:g}" + (f"-step{i}" if i else "")
+            fit(model, dataset, _finetune_config(config), checkpoint_dir=_checkpoints(config, tag), quiet=quiet)
     return make_permanent(model)
+
+
+def sweep(config: CompareConfig) -> dict:
+    """{(method, sparsity): [(method, sparsity)]}: every method at every sparsity, one step each
+    (N:M once, at its own sparsity)."""
+    plan = {}
+    for method in config.methods:
+        fixed = methods.fixed_sparsity(method)
+        for sparsity in config.sparsities if fixed is None else (fixed,):
+            plan[(method, sparsity)] = [(method, sparsity)]
+    return plan
+
+
+def pipeline(steps) -> dict:
+    """The plan of one multi-step run, labelled by its methods joined with "+" (an N:M step
+    at the sparsity its pattern sets)."""
+    steps = [(m, methods.fixed_sparsity(m) or s) for m, s in steps]
+    return {("+".join(m for m, _ in steps), steps[-1][1]): steps}
 
 
 def _metrics(model, example, dataset, path):
@@ -170,22 +191,26 @@ def _row(method, sparsity, baseline, metrics):
             "nonzeros": metrics["nonzeros"], "latency_ms": 1e3 * metrics["latency"]["median_s"]}
 
 
-def run_compare(config: CompareConfig, quiet=False) -> dict:
-    """The comparison as a JSON-able dict: {"config", "baseline", "runs": [...]}."""
+def run_compare(config: CompareConfig, quiet=False, plan=None) -> dict:
+    """The comparison as a JSON-able dict: {"config", "baseline", "runs": [...]}. `plan`:
+    {(label, sparsity): steps} to run (see `sweep`, the default, and `pipeline`)."""
     validate(config)
+    plan = plan or sweep(config)
+    for steps in plan.values():
+        for method, sparsity in steps:
+            methods.get(method)
+            check_range("sparsity", sparsity, 0, 1, "()")
     dataset = datasets.load(config.dataset, image_size=config.image_size)
     dense, initial = dense_model(config, dataset, quiet)
     example = dataset.test.x[:config.latency_batch].clone()  # its own storage, not the test set's
     models_dir = config.out / "models"
     baseline = _metrics(dense, example, dataset, models_dir / "dense.safetensors")
     pruned, context = {}, method_context(config, dataset, initial)
-    for method in config.methods:
-        fixed = methods.fixed_sparsity(method)  # N:M: one run, whatever the sweep
-        for sparsity in config.sparsities if fixed is None else (fixed,):
-            log.info("%s at sparsity %g", method, sparsity)
-            model = prune_and_finetune(dense, dataset, example, method, sparsity, config, quiet, context)
-            pruned[(method, sparsity)] = (model, _metrics(model, example, dataset,
-                                                          models_dir / f"{method}-{sparsity:g}.safetensors"))
+    for (label, sparsity), steps in plan.items():
+        log.info("%s at sparsity %g", label, sparsity)
+        model = prune_and_finetune(dense, dataset, example, steps, config, quiet, context)
+        pruned[(label, sparsity)] = (model, _metrics(model, example, dataset,
+                                                     models_dir / f"{label}-{sparsity:g}.safetensors"))
     timed = {"dense": dense, **{f"{m}@{s}": model for (m, s), (model, _) in pruned.items()}}
     sparse = _with_sparse_kernels(pruned, example, config.threads)
     timed.update({f"{key}+sparse": model for key, model in sparse.items()})
@@ -202,8 +227,9 @@ def run_compare(config: CompareConfig, quiet=False) -> dict:
     base = {k: baseline[k] for k in ("params", "prunable_params", "macs", "accuracy", "peak_memory",
                                      "file_bytes", "file_bytes_dense")}
     base.update(latency_ms=1e3 * baseline["latency"]["median_s"], energy=baseline["energy"],
-                model=type(dense).__name__, dataset=dataset.name)
-    return {"config": _config_dict(config), "baseline": base, "runs": runs}
+                model=type(dense).__name__, dataset=dataset.name, input_shape=list(dataset.input_shape))
+    steps = {f"{label}@{sparsity:g}": [list(step) for step in plan[(label, sparsity)]] for label, sparsity in plan}
+    return {"config": {**_config_dict(config), "steps": steps}, "baseline": base, "runs": runs}
 
 
 def _with_sparse_kernels(pruned, example, threads) -> dict:

@@ -2,6 +2,7 @@
 from torch import nn
 
 from prunekit._utils.registry import Registry
+from prunekit.errors import PruneError
 from prunekit.zoo import sources
 
 MODELS = Registry("model")
@@ -62,6 +63,9 @@ class LeNet5(nn.Module):
         super().__init__()
         self.config = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
         side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:  # two 5x5 convolutions and two 2x2 pools need 16 pixels a side
+            raise PruneError(f"lenet5 takes images of at least 16x16, not {image_size}x{image_size}: "
+                             "use lenet300, or larger images (--image-size for a folder)")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2),
             nn.Conv2d(20, 50, 5), nn.MaxPool2d(2))

@@ -1,0 +1,153 @@
+"""What a recipe may say: typed sections, every key known (a typo is an error, not a default),
+one kind of run per `task`. `VERSION` is the format written today; older files are migrated
+(recipes.migrate) before they are validated here.
+
+    version: 1
+    task: prune              # prune (one pipeline), compare (methods side by side) or llm
+    out: runs/my-model       # outputs; the resolved recipe is written there as recipe.yaml
+    data: {source: mnist}    # as --dataset
+    model: {source: lenet5}  # as --model, with weights / trust_pickle
+    train: {epochs: 2}       # dense training, skipped for a model with its weights
+    prune: [{method: structured, sparsity: 0.5}, {method: magnitude-global, sparsity: 0.8}]
+    finetune: {epochs: 1}
+    evaluate: {latency_batch: 64}
+    export: {format: compressed, int8: false, onnx: false}
+    report: true
+"""
+import difflib
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from prunekit.errors import PruneError
+from prunekit.experiments import methods
+
+VERSION = 1
+
+
+def _known_method(name: str) -> str:
+    try:
+        methods.get(name)
+    except PruneError as err:
+        close = difflib.get_close_matches(name, methods.list_methods(), n=1)
+        raise ValueError(f"did you mean {close[0]}?" if close else str(err)) from None
+    return name
+
+
+Method = Annotated[str, AfterValidator(_known_method)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Data(Section):
+    source: str = "mnist"           # a built-in name, npz:FILE, folder:PATH, hf:DIR, an IDX folder
+    image_size: int = Field(32, ge=1)
+
+
+class Model(Section):
+    source: str = ""                # "" = the dataset's zoo model
+    weights: str | None = None
+    trust_pickle: bool = False
+
+
+class Train(Section):
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(0.01, gt=0)
+
+
+class Finetune(Section):
+    epochs: int = Field(1, ge=0)
+    lr: float = Field(0.01, gt=0)
+    limit: int = Field(0, ge=0)     # samples per epoch; 0 = all
+
+
+class Step(Section):
+    method: Method                  # a compare method: magnitude-global, structured, gradual, nm-2:4, ...
+    sparsity: float = Field(0.5, gt=0, lt=1)  # of the prunable weights (N:M: set by the pattern)
+
+
+class Evaluate(Section):
+    latency_batch: int = Field(64, ge=1)
+    repeats: int = Field(30, ge=1)
+    threads: int = Field(2, ge=1)
+
+
+class Export(Section):
+    format: Literal["dense", "compressed"] = "compressed"
+    int8: bool = False              # kept values as int8 (compressed only)
+    onnx: bool = False              # also model.onnx, checked against PyTorch in ONNX Runtime
+
+    @model_validator(mode="after")
+    def _int8_is_compressed(self):
+        if self.int8 and self.format != "compressed":
+            raise ValueError("int8 values are a compressed form: set format: compressed")
+        return self
+
+
+class Common(Section):
+    version: Literal[1] = VERSION
+    out: str
+    seed: int = 0
+
+
+class PruneRecipe(Common):
+    task: Literal["prune"]
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train()
+    prune: list[Step] = Field(min_length=1)
+    finetune: Finetune = Finetune()
+    evaluate: Evaluate = Evaluate()
+    export: Export = Export()
+    report: bool = True
+
+
+class Sweep(Section):
+    methods: list[Method] = ["magnitude-global", "magnitude-layer", "structured", "hybrid"]
+    sparsities: list[Annotated[float, Field(gt=0, lt=1)]] = [0.5, 0.8, 0.9, 0.95]
+
+
+class CompareRecipe(Common):
+    task: Literal["compare"]
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train(epochs=6)
+    compare: Sweep = Sweep()
+    finetune: Finetune = Finetune()
+    evaluate: Evaluate = Evaluate()
+    report: bool = True
+
+
+class Calibration(Section):
+    text: str | None = None         # a text file; default: the fetched python-docs HOWTOs
+    n: int = Field(64, ge=1)
+    seq_len: int = Field(512, ge=1)
+
+
+class LLMPrune(Section):
+    method: Literal["wanda", "sparsegpt", "magnitude"] | None = None
+    sparsity: float = Field(0.5, gt=0, lt=1)
+    pattern: str | None = None      # N:M, e.g. 2:4
+    owl: bool = False
+    heads: float = Field(0.0, ge=0, lt=1)
+    ffn: float = Field(0.0, ge=0, lt=1)
+    layers: int = Field(0, ge=0)
+    recover: bool = False
+
+
+class LLMEvaluate(Section):
+    text: str | None = None         # a text file; default: the fetched python-docs Tutorial
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class LLMRecipe(Common):
+    task: Literal["llm"]
+    model: str                      # a Hugging Face folder, a .gguf file, gemma3-270m or minilm-l6
+    calibration: Calibration = Calibration()
+    prune: LLMPrune = LLMPrune()
+    evaluate: LLMEvaluate | None = LLMEvaluate()
+
+
+Recipe = Annotated[Union[PruneRecipe, CompareRecipe, LLMRecipe], Field(discriminator="task")]
