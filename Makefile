@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,13 @@ demo: setup
 	$(VENV)/bin/prunekit data fetch mnist
 	$(VENV)/bin/prunekit compare --out runs/demo --json runs/demo/compare.json
 
-test: setup
+# Headless Chromium renders the HTML report in tests/test_report.py: Debian's package, installed
+# here (as root, or with sudo) when the machine lacks it.
+browser:
+	@command -v chromium >/dev/null || { SUDO=$$(command -v sudo || true); \
+	  $$SUDO apt-get install -y -qq chromium >/dev/null || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }; }
+
+test: setup browser
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/prunekit data fetch mnist fashion-mnist
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -28,7 +28,7 @@ def run(args):
     from rich.console import Console
 
     from prunekit.experiments.compare import CompareConfig, run_compare
-    from prunekit.report import comparison_table, write_html, write_plots
+    from prunekit.report import comparison_table, write_report
     overrides = dict(model=args.model, weights=args.weights, trust_pickle=args.trust_pickle or None, dataset=args.dataset, seed=args.seed, epochs=args.epochs,
                      finetune_epochs=args.finetune_epochs, out=Path(args.out), threads=args.threads,
                      methods=tuple(args.methods.split(",")) if args.methods else None,
@@ -40,7 +40,6 @@ def run(args):
     write_json(config.out / "compare.json", result)
     if args.json:
         write_json(args.json, result)
-    write_plots(result, config.out)
-    write_html(result, config.out)
+    write_report(config.out, compute_sensitivity=False)
     Console(width=None if sys.stdout.isatty() else 150).print(comparison_table(result))
     print(f"wrote {config.out}/compare.json, plots and report.html")

@@ -1,6 +1,4 @@
 """prunekit env: versions, for bug reports."""
-import platform
-
 from prunekit.cli._args import write_json
 
 
@@ -11,13 +9,8 @@ def add(add_parser, common):
 
 
 def run(args):
-    import numpy
-    import torch
-
-    import prunekit
-    info = {"prunekit": prunekit.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    from prunekit._utils.environment import environment
+    info = environment()
     for key, value in info.items():
         print(f"{key:>10}: {value}")
     if args.json:

@@ -18,13 +18,14 @@ from prunekit.cli import (
     finetune,
     llm,
     prune,
+    report,
     run,
     search,
     sensitivity,
 )
 from prunekit.errors import PruneError
 
-COMMANDS = (compare, run, prune, finetune, evaluate, bench, export, sensitivity, search, llm, data, env)
+COMMANDS = (compare, run, report, prune, finetune, evaluate, bench, export, sensitivity, search, llm, data, env)
 
 
 def build_parser():

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from prunekit import data as datasets
 from prunekit import zoo
 from prunekit._utils.atomic import atomic_path
+from prunekit._utils.environment import environment
 from prunekit._utils.paths import home
 from prunekit._utils.seeding import seeded
 from prunekit._utils.validate import check_count, check_range
@@ -229,7 +230,8 @@ def run_compare(config: CompareConfig, quiet=False, plan=None) -> dict:
     base.update(latency_ms=1e3 * baseline["latency"]["median_s"], energy=baseline["energy"],
                 model=type(dense).__name__, dataset=dataset.name, input_shape=list(dataset.input_shape))
     steps = {f"{label}@{sparsity:g}": [list(step) for step in plan[(label, sparsity)]] for label, sparsity in plan}
-    return {"config": {**_config_dict(config), "steps": steps}, "baseline": base, "runs": runs}
+    return {"config": {**_config_dict(config), "steps": steps}, "baseline": base, "runs": runs,
+            "environment": environment()}
 
 
 def _with_sparse_kernels(pruned, example, threads) -> dict:

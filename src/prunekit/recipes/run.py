@@ -13,7 +13,7 @@ from prunekit.errors import PruneError
 from prunekit.experiments.compare import CompareConfig, pipeline, run_compare
 from prunekit.recipes.load import dump
 from prunekit.recipes.schema import CompareRecipe, PruneRecipe
-from prunekit.report import write_html, write_plots
+from prunekit.report import write_report
 from prunekit.serialization import load, save
 
 
@@ -43,8 +43,7 @@ def run(recipe, quiet: bool = False) -> dict:
         result["exported"] = _export(recipe, out, result)
     write_text(out / "result.json", json.dumps(result, indent=2, default=str))
     if recipe.report:
-        write_plots(result, out)
-        write_html(result, out)
+        write_report(out, compute_sensitivity=False)
     return result
 
 

@@ -61,3 +61,23 @@ def write_sensitivity_plot(curves: dict, path) -> None:
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def write_layer_plot(density: dict, path) -> None:
+    """A heatmap: one row per pruned model, one column per layer, the fraction of the dense
+    layer's weights left (removed channels and zeroed weights alike)."""
+    rows = list(density)
+    layers = list(next(iter(density.values())))
+    values = [[density[r][layer] for layer in layers] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(layers) + 3), 0.4 * len(rows) + 1.8))
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(len(rows)), rows, fontsize="small")
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small", color="white" if v < 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="weights left (of dense)")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
