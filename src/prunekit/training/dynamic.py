@@ -92,6 +92,7 @@ def _dense_gradients(model, layers, loss_fn, x, y):
     Only these gradients are computed; the parameters' .grad are left as they are."""
     with parametrize.cached():  # each layer's effective weight is built once and reused below
         weights = [m.weight for _, m in layers]
-        loss = loss_fn(model(x), y)  # in the loop's own mode (train)
+        out = model(**x) if isinstance(x, dict) else model(x)  # a dict: keyword inputs (a Hugging Face batch)
+        loss = loss_fn(out, y)  # in the loop's own mode (train)
         grads = torch.autograd.grad(loss, weights, allow_unused=True)
     return [torch.zeros_like(w) if g is None else g.detach() for w, g in zip(weights, grads)]

@@ -79,7 +79,9 @@ class GradualPruner:
             report = prune_magnitude(self.model, self.schedule.sparsity_at(step), **self.options)
             self.history.append((step, report.sparsity))
 
-    def step(self) -> None:
+    def step(self, x=None, y=None) -> None:
+        """One optimizer step done (x, y: the batch, unused here; taken so that every pruner is
+        called alike)."""
         self.t += 1
         self._prune(self.t)
 

@@ -1,0 +1,54 @@
+"""One way to make the pruner a training loop calls, for every loop: your own (call
+`step(x, y)` after each optimizer step and `finish()` at the end), the Hugging Face Trainer
+and PyTorch Lightning (their callbacks call them for you).
+
+Methods: "gradual" (magnitude, cubic schedule; Zhu & Gupta 2017), "structured-gradual"
+(channels zeroed on a schedule, removed by finish(); soft filter pruning), "rigl" and "set"
+(dynamic sparsity at a fixed level: the model is pruned to it at once, then weights move).
+The schedule is laid over the run's optimizer steps: pruning from `begin` to `end` (fractions
+of all steps), then training at the final sparsity."""
+from prunekit._utils.validate import check_count, check_range
+from prunekit.errors import PruneError
+from prunekit.training import DynamicSparsity, GradualPruner, Schedule, SoftChannelPruner
+from prunekit.unstructured.magnitude import prune_magnitude
+
+METHODS = ("gradual", "structured-gradual", "rigl", "set")
+
+
+class Pruner:
+    """What a loop drives: `step(x, y)` after each optimizer step, `finish()` after the last."""
+
+    def __init__(self, model, method: str, sparsity: float, total_steps: int, *, example_inputs=None,
+                 begin: float = 0.0, end: float = 0.75, every: int | None = None, loss_fn=None, **options):
+        if method not in METHODS:
+            raise PruneError(f"unknown pruning method {method!r} for a training loop: choose from {', '.join(METHODS)}")
+        check_range("sparsity", sparsity, 0, 1, "()")
+        check_count("total_steps", total_steps, 1)
+        check_range("begin", begin, 0, 1, "[)")
+        check_range("end", end, begin, 1, "(]")
+        first, last = int(begin * total_steps), max(int(begin * total_steps) + 1, int(end * total_steps))
+        every = every or max(1, (last - first) // 20)
+        self.model, self.method = model, method
+        if method == "gradual":
+            self.inner = GradualPruner(model, Schedule(sparsity, end=last, begin=first, every=every), **options)
+        elif method == "structured-gradual":
+            if example_inputs is None:
+                raise PruneError("structured-gradual needs example_inputs (one batch) to trace the model's channels")
+            self.inner = SoftChannelPruner(model, example_inputs, Schedule(sparsity, end=last, begin=first, every=every),
+                                           **options)
+        else:
+            prune_magnitude(model, sparsity, **options)
+            extra = {} if loss_fn is None else {"loss_fn": loss_fn}
+            self.inner = DynamicSparsity(model, mode=method, every=every, end=last, **extra)
+
+    @property
+    def needs_batch(self) -> bool:
+        """Whether step() needs the batch (RigL's dense gradients); others take step() alone."""
+        return self.method == "rigl"
+
+    def step(self, x=None, y=None) -> None:
+        self.inner.step(x, y)
+
+    def finish(self):
+        """Remove zeroed channels (structured-gradual; returns the StructuredResult); else None."""
+        return self.inner.finish() if self.method == "structured-gradual" else None

@@ -1,0 +1,121 @@
+"""Pruning inside training code people already have: a plain loop, the Hugging Face Trainer,
+PyTorch Lightning; each on a small real training run that must still learn."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prunekit as pk
+from prunekit.integrations import Pruner
+
+
+def _blobs(n=512, seed=0):
+    """Four Gaussian blobs in 16 dimensions: learnable in a few hundred steps."""
+    centers = torch.randn(4, 16, generator=torch.Generator().manual_seed(123)) * 3  # the same for every split
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    return centers[y] + torch.randn(n, 16, generator=g), y
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+
+
+def _accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _plain_loop(model, pruner, steps=200):
+    x, y = _blobs()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for step in range(steps):
+        i = torch.arange(step * 32, step * 32 + 32) % len(y)
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[i]), y[i]).backward()
+        optimizer.step()
+        pruner.step(x[i], y[i])
+    return pruner.finish(), _accuracy(model, *_blobs(seed=1))
+
+
+@pytest.mark.parametrize("method", ["gradual", "rigl", "set"])
+def test_plain_loop_reaches_the_sparsity_and_still_learns(method):
+    model = _mlp()
+    pruner = Pruner(model, method, 0.8, total_steps=200)
+    _, accuracy = _plain_loop(model, pruner)
+    assert pk.sparsity(model)["global"]["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert accuracy > 0.9
+    if method == "rigl":
+        assert pruner.inner.updates and pruner.inner.updates[0][1] > 0  # weights moved (fewer as it decays)
+
+
+def test_plain_loop_structured_gradual_removes_the_channels_at_the_end():
+    model = _mlp()
+    pruner = Pruner(model, "structured-gradual", 0.5, total_steps=200, example_inputs=_blobs()[0][:4])
+    result, accuracy = _plain_loop(model, pruner)
+    assert model[0].out_features == 32 and model[2].out_features == 32  # half the hidden units went
+    assert result.params_after < 0.5 * result.params_before and accuracy > 0.9
+
+
+def test_bad_settings_are_refused_before_the_model_changes():
+    model = _mlp()
+    for kwargs, message in (({"method": "sorcery"}, "unknown pruning method"),
+                            ({"method": "structured-gradual"}, "needs example_inputs"),
+                            ({"method": "gradual", "begin": 0.8, "end": 0.5}, "end")):
+        with pytest.raises(pk.PruneError, match=message):
+            Pruner(model, sparsity=0.5, total_steps=10, **kwargs)
+    assert pk.sparsity(model)["global"]["zeros"] == 0
+
+
+def test_hugging_face_trainer_callback_prunes_a_bert_classifier_while_it_trains(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from prunekit.integrations.hf import PruningCallback
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=16, num_labels=2)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 50, (256, 8), generator=g)
+    labels = (ids[:, 0] < 25).long()  # the first token decides: learnable
+    data = [{"input_ids": i, "labels": label} for i, label in zip(ids, labels)]
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=120, per_device_train_batch_size=16,
+                                          learning_rate=3e-3, use_cpu=True, report_to=[], save_strategy="no",
+                                          logging_strategy="no", disable_tqdm=True)
+    callback = PruningCallback("rigl", 0.5, include=[r"encoder\."])
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    report = pk.sparsity(model)["layers"]
+    encoder = [row for name, row in report.items() if name.startswith("bert.encoder.")]
+    assert encoder and sum(r["zeros"] for r in encoder) / sum(r["params"] for r in encoder) == pytest.approx(0.5, abs=0.01)
+    assert callback.pruner.inner.updates  # weights moved during training
+    with torch.no_grad():
+        accuracy = float((model(input_ids=ids).logits.argmax(1) == labels).float().mean())
+    assert accuracy > 0.8
+
+
+def test_lightning_callback_prunes_while_the_trainer_fits():
+    lightning = pytest.importorskip("lightning")
+    from prunekit.integrations.lightning import PruningCallback
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    x, y = _blobs()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    module, callback = Module(), PruningCallback("gradual", 0.9)
+    trainer = lightning.Trainer(max_epochs=12, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer.fit(module, loader)
+    assert pk.sparsity(module)["global"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert _accuracy(module, *_blobs(seed=1)) > 0.9
