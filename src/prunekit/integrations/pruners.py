@@ -30,6 +30,9 @@ class Pruner:
         every = every or max(1, (last - first) // 20)
         self.model, self.method = model, method
         if method == "gradual":
+            # every prunable weight masked (all kept) from the start: the model has the same
+            # tensors from the first step to the last, so a checkpoint resumes and DDP sees them all
+            prune_magnitude(model, threshold=0.0, **options)
             self.inner = GradualPruner(model, Schedule(sparsity, end=last, begin=first, every=every), **options)
         elif method == "structured-gradual":
             if example_inputs is None:
@@ -40,6 +43,15 @@ class Pruner:
             prune_magnitude(model, sparsity, **options)
             extra = {} if loss_fn is None else {"loss_fn": loss_fn}
             self.inner = DynamicSparsity(model, mode=method, every=every, end=last, **extra)
+
+    @property
+    def changes(self) -> int:
+        """How many times the masks were updated so far."""
+        return len(getattr(self.inner, "history", None) or getattr(self.inner, "updates", None) or [])
+
+    def resume(self, step: int) -> None:
+        """Continue the schedule from optimizer step `step` (after loading a checkpoint)."""
+        self.inner.t = step
 
     @property
     def needs_batch(self) -> bool:

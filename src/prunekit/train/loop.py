@@ -15,6 +15,7 @@ from torch import nn
 from prunekit._utils.atomic import atomic_path
 from prunekit._utils.seeding import seeded
 from prunekit.errors import PruneError
+from prunekit.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,22 @@ def student_loss(model, x, y, teacher=None, alpha=0.0, temperature=4.0):
     return distillation_loss(logits, target, y, alpha, temperature)
 
 
+def steps_per_epoch(dataset, config) -> int:
+    """Optimizer steps each process takes per epoch: under torchrun each rank takes every
+    world-th batch, and all take the same count (DDP waits for every rank at each step)."""
+    batches = -(-(config.limit or len(dataset.train)) // config.batch_size)
+    return batches if distributed.world() == 1 else batches // distributed.world()
+
+
 def _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step=None, teacher=None):
     model.train()
-    limit = config.limit or len(dataset.train)
-    task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=-(-limit // config.batch_size))
+    steps, rank, world = steps_per_epoch(dataset, config), distributed.rank(), distributed.world()
+    task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps)
     total_loss = batches = 0
-    for x, y in dataset.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch,
-                                      limit=config.limit or None):
+    for i, (x, y) in enumerate(dataset.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch,
+                                                     limit=config.limit or None)):
+        if i % world != rank or i // world >= steps:
+            continue  # another rank's batch
         loss = student_loss(model, x, y, teacher, config.distill, config.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,7 +185,7 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
 
 
 def _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teacher) -> FitResult:
-    """fit's loop, inside its seeded scope."""
+    """fit's loop, inside its seeded scope (under torchrun: see train.distributed)."""
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     start, best, history = 0, {"val": -1.0, "epoch": -1, "model": None}, []
@@ -183,9 +193,12 @@ def _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teac
     if last and last.exists():
         start, best, history = _load_checkpoint(last, model, optimizer, scheduler)
         log.info("resuming from %s at epoch %d", last, start)
-    with _progress(quiet) as progress:
+        if hasattr(on_step, "resume"):  # a pruning schedule continues where the checkpoint left it
+            on_step.resume(start * steps_per_epoch(dataset, config))
+    trained = distributed.wrap(model)
+    with _progress(quiet or not distributed.is_writer()) as progress:
         for epoch in range(start, config.epochs):
-            loss = _train_epoch(model, dataset, optimizer, config, epoch, progress, on_step, teacher)
+            loss = _train_epoch(trained, dataset, optimizer, config, epoch, progress, on_step, teacher)
             scheduler.step()
             val = evaluate(model, dataset.val)
             history.append({"epoch": epoch + 1, "loss": loss, "val": val})
@@ -193,10 +206,11 @@ def _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teac
             if val > best["val"] and (not callable(keep_best) or keep_best()):
                 best = {"val": val, "epoch": epoch + 1,
                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            if last:
+            if last and distributed.is_writer():
                 _save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                  scheduler=scheduler.state_dict(), epoch=epoch + 1, best=best,
                                  history=history, config=asdict(config))
+            distributed.barrier()  # no rank starts the next epoch before the checkpoint is whole
             if config.patience and epoch + 1 - best["epoch"] >= config.patience:
                 log.info("early stop: no better val accuracy for %d epochs", config.patience)
                 break
