@@ -84,3 +84,13 @@ def test_every_import_in_the_docs_code_resolves(page):
     for block in FENCE.findall(page.read_text()):
         for statement in IMPORT.findall(block):
             exec(statement.strip(), {})  # noqa: S102 - our own docs, imports only
+
+
+def test_generated_references_match_the_code():
+    """docs/reference/cli.md and recipes.md are generated from the parsers and the schema."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "docs" / "reference" / "generate.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -17,6 +17,10 @@ def _loss(outputs, labels):
 
 
 class PruningCallback(TrainerCallback):
+    """Prunes while a Hugging Face Trainer trains: `method` ("gradual", "structured-gradual",
+    "rigl", "set") to `sparsity` over the run's optimizer steps; options go to
+    integrations.Pruner (begin, end, every, include, exclude, scope, example_inputs, ...).
+    After training, `result` holds structured-gradual's StructuredResult."""
     def __init__(self, method: str = "gradual", sparsity: float = 0.5, **options):
         self.method, self.sparsity, self.options = method, sparsity, options
         self.pruner, self.result = None, None

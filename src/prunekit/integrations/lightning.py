@@ -12,6 +12,10 @@ from prunekit.integrations.pruners import Pruner
 
 
 class PruningCallback(lightning.Callback):
+    """Prunes while a Lightning Trainer fits: `method` ("gradual", "structured-gradual",
+    "rigl", "set") to `sparsity` over the fit's optimizer steps; options go to
+    integrations.Pruner (begin, end, every, include, exclude, loss_fn, example_inputs, ...).
+    After the fit, `result` holds structured-gradual's StructuredResult."""
     def __init__(self, method: str = "gradual", sparsity: float = 0.5, **options):
         self.method, self.sparsity, self.options = method, sparsity, options
         self.pruner, self.result = None, None

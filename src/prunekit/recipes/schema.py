@@ -38,46 +38,60 @@ Method = Annotated[str, AfterValidator(_known_method)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Data(Section):
-    source: str = "mnist"           # a built-in name, npz:FILE, folder:PATH, hf:DIR, an IDX folder
+    source: str = "mnist"
+    """a built-in name, npz:FILE, folder:PATH, hf:DIR, an IDX folder"""
     image_size: int = Field(32, ge=1)
+    """folder and hf images are resized to this square size"""
 
 
 class Model(Section):
-    source: str = ""                # "" = the dataset's zoo model
+    source: str = ""
+    """a zoo name, torchvision:NAME, timm:NAME, hf:DIR or a pk.save file; empty: the dataset's zoo model"""
     weights: str | None = None
+    """a weights file: safetensors, or a state dict read with weights_only"""
     trust_pickle: bool = False
+    """allow a pickled model or weights file (reading one runs code)"""
 
 
 class Train(Section):
     epochs: int = Field(2, ge=1)
+    """dense training epochs (none for a model with its weights)"""
     lr: float = Field(0.01, gt=0)
 
 
 class Finetune(Section):
     epochs: int = Field(1, ge=0)
     lr: float = Field(0.01, gt=0)
-    limit: int = Field(0, ge=0)     # samples per epoch; 0 = all
+    limit: int = Field(0, ge=0)
+    """samples per epoch; 0 = all"""
 
 
 class Step(Section):
-    method: Method                  # a compare method: magnitude-global, structured, gradual, nm-2:4, ...
-    sparsity: float = Field(0.5, gt=0, lt=1)  # of the prunable weights (N:M: set by the pattern)
+    method: Method
+    """a compare method: magnitude-global, structured, gradual, nm-2:4, ..."""
+    sparsity: float = Field(0.5, gt=0, lt=1)
+    """of the prunable weights (N:M: set by the pattern)"""
 
 
 class Evaluate(Section):
     latency_batch: int = Field(64, ge=1)
+    """test samples per timed batch"""
     repeats: int = Field(30, ge=1)
+    """timed repeats per model (interleaved)"""
     threads: int = Field(2, ge=1)
+    """torch threads while timing"""
 
 
 class Export(Section):
     format: Literal["dense", "compressed"] = "compressed"
-    int8: bool = False              # kept values as int8 (compressed only)
-    onnx: bool = False              # also model.onnx, checked against PyTorch in ONNX Runtime
+    int8: bool = False
+    """kept values as int8 (compressed only)"""
+    onnx: bool = False
+    """also model.onnx, checked against PyTorch in ONNX Runtime"""
 
     @model_validator(mode="after")
     def _int8_is_compressed(self):
@@ -88,20 +102,26 @@ class Export(Section):
 
 class Common(Section):
     version: Literal[1] = VERSION
+    """the recipe format (a file without it is version 0, migrated)"""
     out: str
+    """the output folder (recipe.yaml, result.json, report.html, models)"""
     seed: int = 0
+    """seeds dense training, pruning ties and fine-tuning: the same seed, the same numbers"""
 
 
 class PruneRecipe(Common):
     task: Literal["prune"]
+    """one model through the prune steps in order, fine-tuned after each"""
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
     prune: list[Step] = Field(min_length=1)
+    """the steps, in order: each a method and a target sparsity"""
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
     export: Export = Export()
     report: bool = True
+    """write report.html and its plots"""
 
 
 class Sweep(Section):
@@ -111,6 +131,7 @@ class Sweep(Section):
 
 class CompareRecipe(Common):
     task: Literal["compare"]
+    """every method at every sparsity, side by side (prunekit compare)"""
     data: Data = Data()
     model: Model = Model()
     train: Train = Train(epochs=6)
@@ -118,10 +139,12 @@ class CompareRecipe(Common):
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
     report: bool = True
+    """write report.html and its plots"""
 
 
 class Calibration(Section):
-    text: str | None = None         # a text file; default: the fetched python-docs HOWTOs
+    text: str | None = None
+    """a text file; default: the fetched python-docs HOWTOs"""
     n: int = Field(64, ge=1)
     seq_len: int = Field(512, ge=1)
 
@@ -129,22 +152,31 @@ class Calibration(Section):
 class LLMPrune(Section):
     method: Literal["wanda", "sparsegpt", "magnitude"] | None = None
     sparsity: float = Field(0.5, gt=0, lt=1)
-    pattern: str | None = None      # N:M, e.g. 2:4
+    pattern: str | None = None
+    """N:M, e.g. 2:4"""
     owl: bool = False
+    """per-block sparsity by outliers (OWL) instead of uniform"""
     heads: float = Field(0.0, ge=0, lt=1)
+    """structured: fraction of attention heads to remove"""
     ffn: float = Field(0.0, ge=0, lt=1)
+    """structured: fraction of FFN neurons to remove"""
     layers: int = Field(0, ge=0)
+    """structured: number of blocks to remove"""
     recover: bool = False
+    """structured: re-fit the layers that read removed units"""
 
 
 class LLMEvaluate(Section):
-    text: str | None = None         # a text file; default: the fetched python-docs Tutorial
+    text: str | None = None
+    """a text file; default: the fetched python-docs Tutorial"""
     max_tokens: int | None = Field(None, ge=1)
 
 
 class LLMRecipe(Common):
     task: Literal["llm"]
-    model: str                      # a Hugging Face folder, a .gguf file, gemma3-270m or minilm-l6
+    """a Hugging Face language model: one-shot pruning and perplexity (prunekit llm)"""
+    model: str
+    """a Hugging Face folder, a .gguf file, gemma3-270m or minilm-l6"""
     calibration: Calibration = Calibration()
     prune: LLMPrune = LLMPrune()
     evaluate: LLMEvaluate | None = LLMEvaluate()
