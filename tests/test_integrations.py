@@ -70,15 +70,10 @@ def test_bad_settings_are_refused_before_the_model_changes():
 
 def test_hugging_face_trainer_callback_prunes_a_bert_classifier_while_it_trains(tmp_path):
     transformers = pytest.importorskip("transformers")
+    from hf_helpers import tiny_bert_task
+
     from prunekit.integrations.hf import PruningCallback
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16, num_labels=2)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 50, (256, 8), generator=g)
-    labels = (ids[:, 0] < 25).long()  # the first token decides: learnable
-    data = [{"input_ids": i, "labels": label} for i, label in zip(ids, labels)]
+    model, ids, labels, data = tiny_bert_task()
     args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=120, per_device_train_batch_size=16,
                                           learning_rate=3e-3, use_cpu=True, report_to=[], save_strategy="no",
                                           logging_strategy="no", disable_tqdm=True)
@@ -119,3 +114,49 @@ def test_lightning_callback_prunes_while_the_trainer_fits():
     trainer.fit(module, loader)
     assert pk.sparsity(module)["global"]["sparsity"] == pytest.approx(0.9, abs=0.01)
     assert _accuracy(module, *_blobs(seed=1)) > 0.9
+
+
+ACCELERATE_SCRIPT = '''
+import hashlib, sys, transformers
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[2])  # the tests folder
+from hf_helpers import tiny_bert_task
+import prunekit as pk
+from prunekit import masks
+from prunekit.integrations.hf import PruningCallback
+model, ids, labels, data = tiny_bert_task()
+args = transformers.TrainingArguments(output_dir=sys.argv[1], max_steps=40, per_device_train_batch_size=8,
+                                      learning_rate=3e-3, use_cpu=True, report_to=[], save_strategy="no",
+                                      logging_strategy="no", disable_tqdm=True)
+callback = PruningCallback("gradual", 0.6, include=[r"encoder[.]"])
+transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+kept = b"".join(masks.get_mask(m, t).numpy().tobytes() for _, m, t in masks.masked_modules(model))
+rank = dist.get_rank() if dist.is_initialized() else 0
+world = dist.get_world_size() if dist.is_initialized() else 1
+zeros = sum(r["zeros"] for n, r in pk.sparsity(model)["layers"].items() if n.startswith("bert.encoder."))
+total = sum(r["params"] for n, r in pk.sparsity(model)["layers"].items() if n.startswith("bert.encoder."))
+open(f"{sys.argv[1]}/rank{rank}.txt", "w").write(f"{world} {hashlib.sha256(kept).hexdigest()} {zeros / total:.4f}")
+'''
+
+
+def test_trainer_callback_under_accelerate_launch_gives_every_rank_rank_zeros_masks(tmp_path):
+    pytest.importorskip("transformers")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate is not installed")
+    script = tmp_path / "train.py"
+    script.write_text(ACCELERATE_SCRIPT)
+    # accelerate's multi-process launcher; the script's use_cpu=True puts both processes on gloo
+    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561",
+                           str(script), str(tmp_path), str(Path(__file__).parent)], capture_output=True, text=True,
+                          timeout=240,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert lines[0][0] == "2" and lines[0][1] == lines[1][1]  # two processes, the same masks
+    assert float(lines[0][2]) == pytest.approx(0.6, abs=0.01)

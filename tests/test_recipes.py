@@ -24,7 +24,7 @@ def home(tmp_path, monkeypatch):
 
 def test_every_method_family_has_an_example():
     tasks = {p.stem: recipes.load(p) for p in EXAMPLES}
-    assert {"magnitude", "structured", "hybrid", "gradual", "nm", "compare", "llm-wanda"} <= set(tasks)
+    assert {"magnitude", "structured", "hybrid", "gradual", "nm", "compare", "llm-wanda", "yolo"} <= set(tasks)
     assert isinstance(tasks["llm-wanda"], LLMRecipe) and isinstance(tasks["compare"], CompareRecipe)
 
 
@@ -43,7 +43,7 @@ def _small(path, out):
     return small
 
 
-@pytest.mark.parametrize("example", [p for p in EXAMPLES if p.stem != "llm-wanda"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("example", [p for p in EXAMPLES if p.stem not in ("llm-wanda", "yolo")], ids=lambda p: p.stem)
 def test_example_recipe_runs_end_to_end(home, example, capsys):
     out = home / "out"
     assert main(["run", str(_small(example, out)), "--quiet"]) == 0
@@ -99,3 +99,21 @@ def test_check_prints_the_resolved_recipe_and_runs_nothing(home, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["out"] == str(home / "o") and printed["finetune"]["lr"] == 0.01
     assert not (home / "o").exists()
+
+
+def test_yolo_recipe_slims_an_ultralytics_detector_that_still_runs_and_reloads(home, capsys):
+    pytest.importorskip("ultralytics")
+    import torch
+
+    import prunekit as pk
+    raw = yaml.safe_load((ROOT / "recipes" / "yolo.yaml").read_text())
+    raw.update(out=str(home / "yolo"), input_shape=[3, 96, 96], evaluate={"latency_batch": 1, "repeats": 2})
+    (home / "yolo.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["run", str(home / "yolo.yaml"), "--quiet"]) == 0
+    result = json.loads((home / "yolo" / "result.json").read_text())
+    assert result["slim"]["params"] < 0.75 * result["original"]["params"]
+    assert result["ratios"]["theoretical_speedup"] > 1.2
+    model = pk.load(home / "yolo" / "model.safetensors").eval()  # rebuilt from the file alone
+    with torch.no_grad():
+        boxes = model(torch.randn(1, 3, 96, 96))[0]
+    assert boxes.shape[:2] == (1, 4 + 80)  # box and class scores, as before pruning

@@ -84,9 +84,10 @@ def recipes_page() -> str:
     lines = [HEADER + "# Recipe reference\n",
              f"Recipe format version {schema.VERSION}; how to write and run one: "
              "[guide/recipes.md](../guide/recipes.md). Every key below; any other key is an error.\n"]
-    for recipe in (schema.PruneRecipe, schema.CompareRecipe, schema.LLMRecipe):
+    for recipe in typing.get_args(typing.get_args(schema.Recipe)[0]):  # every task the schema knows
         task = typing.get_args(recipe.model_fields["task"].annotation)[0]
         lines.append(f"## task: {task}\n")
+        lines.append((recipe.model_fields["task"].description or "").replace("\n", " ") + "\n")
         lines += _section(recipe, "top level")
         for key, field in recipe.model_fields.items():
             inner = next((a for a in (field.annotation, *typing.get_args(field.annotation))

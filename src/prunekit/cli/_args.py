@@ -58,7 +58,7 @@ def add_dataset(parser, default="mnist", help=None):
 
 
 MODEL_HELP = ("a file written by pk.save / prunekit prune, a zoo name (lenet5, lenet300, mlp1d), torchvision:NAME, "
-              "timm:NAME, or hf:DIR (a saved Hugging Face model)")
+              "timm:NAME, hf:DIR (a saved Hugging Face model) or ultralytics:CFG (a YOLO config, e.g. yolov8n.yaml)")
 
 
 def add_weights(parser):

@@ -23,6 +23,12 @@ def run(args):
     if recipe.task == "llm":
         return _run_llm(recipe, args.quiet)
     result = recipes.run(recipe, quiet=args.quiet)
+    if recipe.task == "slim":
+        r = result["ratios"]
+        print(f"{result['original']['params']:,} -> {result['slim']['params']:,} parameters; measured speedup "
+              f"{r['speedup']:.2f}x, MACs {r['theoretical_speedup']:.2f}x; wrote {recipe.out}/result.json, recipe.yaml, "
+              "model.safetensors")
+        return
     from rich.console import Console
 
     from prunekit.report import comparison_table

@@ -5,11 +5,14 @@
 The schedule spans the Trainer's optimizer steps (state.max_steps). "structured-gradual" needs
 `example_inputs` (a batch of keyword inputs, as the model takes them) and removes the zeroed
 channels when training ends. RigL takes a batch from the train dataloader at each update and
-uses the model's own loss (`outputs.loss`); the others need no batch."""
+uses the model's own loss (`outputs.loss`); the others need no batch. Under `accelerate
+launch` (or torchrun) the masks are computed on rank 0 and broadcast (integrations.ddp)."""
 from transformers import TrainerCallback
 
 from prunekit.errors import PruneError
+from prunekit.integrations.ddp import RankZero
 from prunekit.integrations.pruners import Pruner
+from prunekit.train import distributed
 
 
 def _loss(outputs, labels):
@@ -30,6 +33,8 @@ class PruningCallback(TrainerCallback):
             raise PruneError("PruningCallback starts with the run: resuming a pruning run from a Trainer checkpoint "
                              "is not supported; start it again, or fine-tune the saved pruned model")
         self.pruner = Pruner(model, self.method, self.sparsity, state.max_steps, loss_fn=_loss, **self.options)
+        if distributed.active():  # under accelerate launch / torchrun: masks from rank 0, broadcast
+            self.pruner = RankZero(self.pruner, model)
 
     def on_step_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         if self.pruner.needs_batch:

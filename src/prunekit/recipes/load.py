@@ -55,8 +55,8 @@ def _one_line(path, error, lines, origin, current) -> str:
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
         return f"{where}: {key}: unknown key ({hint})"
-    if error["type"] == "union_tag_invalid" or (error["type"] == "union_tag_not_found"):
-        return f"{where}: task: must be one of prune, compare, llm (got {task!r})"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{where}: task: must be one of prune, compare, llm, slim (got {task!r})"
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {key}: {message} (got {error.get('input')!r})"
 

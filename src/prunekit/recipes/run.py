@@ -12,7 +12,8 @@ from prunekit.deploy.onnx import export_onnx
 from prunekit.errors import PruneError
 from prunekit.experiments.compare import CompareConfig, pipeline, run_compare
 from prunekit.recipes.load import dump
-from prunekit.recipes.schema import CompareRecipe, PruneRecipe
+from prunekit.recipes.schema import CompareRecipe, PruneRecipe, SlimRecipe
+from prunekit.recipes.slim import run_slim
 from prunekit.report import write_report
 from prunekit.serialization import load, save
 
@@ -30,9 +31,11 @@ def compare_config(recipe) -> CompareConfig:
 
 
 def run(recipe, quiet: bool = False) -> dict:
-    """Run a PruneRecipe or CompareRecipe; returns the result written to OUT/result.json."""
+    """Run a PruneRecipe, CompareRecipe or SlimRecipe; returns the result written to OUT/result.json."""
+    if isinstance(recipe, SlimRecipe):
+        return run_slim(recipe, quiet)
     if not isinstance(recipe, (PruneRecipe, CompareRecipe)):
-        raise PruneError(f"recipes.run takes a prune or compare recipe, not a {recipe.task} one")
+        raise PruneError(f"recipes.run takes a prune, compare or slim recipe, not a {recipe.task} one")
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "recipe.yaml", dump(recipe))

@@ -182,4 +182,30 @@ class LLMRecipe(Common):
     evaluate: LLMEvaluate | None = LLMEvaluate()
 
 
-Recipe = Annotated[Union[PruneRecipe, CompareRecipe, LLMRecipe], Field(discriminator="task")]
+class Channels(Section):
+    ratio: float = Field(gt=0, lt=1)
+    """fraction of each layer's channels to remove"""
+    importance: str = "l2"
+    """how channels are scored (l1, l2, fpgm, lamp, random, ...)"""
+    round_to: int = Field(1, ge=1)
+    """keep channel counts multiples of this (8 suits most hardware)"""
+    ignore: list[str] = []
+    """module names (or regexes) left whole, e.g. a detection head"""
+
+
+class SlimRecipe(Common):
+    task: Literal["slim"]
+    """channels removed with no data (no training, no accuracy): the smaller model, its outputs
+    checked, measured side by side with the original, saved; for models whose training loop is
+    their own (a YOLO detector: fine-tune the result with Ultralytics)"""
+    model: Model
+    num_classes: int | None = Field(None, ge=1)
+    """classes of a model built from a name (a detector's nc)"""
+    input_shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    """one sample's shape, e.g. [3, 640, 640]"""
+    prune: Channels
+    evaluate: Evaluate = Evaluate(latency_batch=1, repeats=10)
+    export: Export = Export(format="dense")
+
+
+Recipe = Annotated[Union[PruneRecipe, CompareRecipe, LLMRecipe, SlimRecipe], Field(discriminator="task")]

@@ -1,6 +1,6 @@
 """A user's model from one string, as the CLI and recipes name it, with optional weights:
 
-- a zoo name (lenet5, ...), "torchvision:NAME", "timm:NAME", "hf:DIR" (zoo.sources);
+- a zoo name (lenet5, ...), "torchvision:NAME", "timm:NAME", "hf:DIR", "ultralytics:CFG" (zoo.sources);
 - a file written by pk.save;
 - a whole pickled model (torch.save(model)), only with trust_pickle: unpickling runs code.
 
@@ -50,7 +50,7 @@ def check_spec(spec: str) -> None:
     """Refuse, before any work, a string that names no model (a file is checked when read)."""
     if not (is_name(spec) or Path(spec).suffix in (".safetensors", *PICKLE_SUFFIXES) or Path(spec).is_file()):
         raise PruneError(f"unknown model {spec!r}: give a zoo name ({', '.join(zoo.list_models())}), "
-                         "torchvision:NAME, timm:NAME, hf:DIR, or a file written by pk.save")
+                         "torchvision:NAME, timm:NAME, hf:DIR, ultralytics:CFG, or a file written by pk.save")
 
 
 def is_pretrained(spec: str, weights=None) -> bool:

@@ -1,5 +1,6 @@
 """Models named by where they come from, for the CLI and recipes: "torchvision:NAME",
-"timm:NAME" or "hf:DIR" (a Hugging Face model saved with save_pretrained). Each is built
+"timm:NAME", "hf:DIR" (a Hugging Face model saved with save_pretrained) or "ultralytics:CFG"
+(a YOLO detection model built from an Ultralytics config such as yolov8n.yaml, untrained). Each is built
 offline and untrained (hf:DIR with the folder's weights); a weights file is loaded on top by
 serialization.sources. The source is recorded on the model (`prunekit_source`), so pk.save
 writes it and pk.load rebuilds the architecture from the file alone, as for zoo models.
@@ -7,6 +8,7 @@ writes it and pk.load rebuilds the architecture from the file alone, as for zoo 
 Image classifiers are built for the dataset: its class count (num_classes) and, for timm, its
 input channels (in_chans). torchvision's models take 3-channel images only."""
 import difflib
+import os
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from prunekit.errors import PruneError
 
-KINDS = ("torchvision", "timm", "hf")
+KINDS = ("torchvision", "timm", "hf", "ultralytics")
 SOURCE_ATTRIBUTE = "prunekit_source"
 
 
@@ -29,7 +31,7 @@ def build(name: str, **kwargs) -> nn.Module:
         raise PruneError(f"{name!r} names no model: write {kind}:NAME")
     if kind == "hf":  # recorded absolute: pk.load may run from another folder
         name = f"hf:{Path(rest).resolve()}"
-    model = {"torchvision": _torchvision, "timm": _timm, "hf": _hf}[kind](rest, **kwargs)
+    model = {"torchvision": _torchvision, "timm": _timm, "hf": _hf, "ultralytics": _ultralytics}[kind](rest, **kwargs)
     setattr(model, SOURCE_ATTRIBUTE, {"name": name, "kwargs": kwargs})
     return model
 
@@ -81,6 +83,21 @@ def _hf(folder, num_classes=None, in_chans=None):
     if num_classes is not None and getattr(config, "num_labels", num_classes) != num_classes:
         raise PruneError(f"{folder} has {config.num_labels} labels, the data {num_classes} classes")
     return Logits(model) if "Classification" in architecture else model
+
+
+def _ultralytics(config, num_classes=None, in_chans=None):
+    """A YOLO model from an Ultralytics config (yolov8n.yaml, yolo11s.yaml, ...): no weights,
+    nothing downloaded."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics checks the network on import otherwise
+    try:
+        from ultralytics.nn.tasks import DetectionModel
+    except ImportError:
+        raise PruneError("ultralytics:CFG needs the ultralytics package: pip install ultralytics") from None
+    extra = {k: v for k, v in (("nc", num_classes), ("ch", in_chans)) if v is not None}
+    try:
+        return DetectionModel(config, verbose=False, **extra).eval()
+    except FileNotFoundError:
+        raise PruneError(f"ultralytics has no config {config!r} (e.g. yolov8n.yaml, yolo11n.yaml)") from None
 
 
 class Logits(nn.Module):
