@@ -194,6 +194,10 @@ def _done(model, result):
     result.params_after = param_count(model)
     sync_config(model)
     log.debug("structured pruning: %d -> %d parameters", result.params_before, result.params_after)
+    if result.params_after == result.params_before and result.kept_fixed:
+        # seen on YOLO: a head's fixed-size ops pinned every coupled channel; say so, not silently
+        log.warning("structured pruning removed nothing: channels had to stay for %s; pass ignore=[...] "
+                    "naming that module to prune the rest", ", ".join(sorted(set(result.kept_fixed))[:3]))
     return result
 
 
