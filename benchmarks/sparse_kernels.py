@@ -69,16 +69,19 @@ def timed(models: dict, x, args) -> dict:
     return {name: {k: t[k] for k in ("median_s", "p25_s", "p75_s")} for name, t in times.items()}
 
 
-def timed_alone(models: dict, x, args, blocks=3) -> dict:
-    """Median seconds of each model run back to back on its own (what a server running only
-    this model sees: its weights stay in cache if they fit), in `blocks` blocks per model with
-    the models taking turns, so drift in the machine's speed hits each alike."""
-    samples = {name: [] for name in models}
+def speedup_alone(dense, sparse, x, args, blocks=6) -> dict:
+    """Dense over sparse, each model run back to back on its own (what a server running only
+    this model sees: its weights stay in cache if they fit). The two take turns in `blocks`
+    blocks; each pair of neighbouring blocks gives one ratio, and the median of those ratios is
+    the speedup, so the machine's speed drifting between blocks cancels out of each ratio."""
+    ratios = []
     for _ in range(blocks):
-        for name, model in models.items():
+        times = {}
+        for name, model in (("dense", dense), ("sparse", sparse)):
             t = time_models({name: model}, x, repeats=max(1, args.repeats // blocks), warmup=3, threads=args.threads)
-            samples[name].append(t[name]["median_s"])
-    return {name: statistics.median(v) for name, v in samples.items()}
+            times[name] = t[name]["median_s"]
+        ratios.append(times["dense"] / times["sparse"])
+    return {"speedup": statistics.median(ratios), "block_ratios": ratios}
 
 
 def max_diff(a, b, x) -> float:
@@ -95,10 +98,10 @@ def mlp_rows(args):
             floor = apply_kernels(copy.deepcopy(model), {"0": "torch-csr", "1": "torch-csr", "2": "torch-csr"})
             chosen = pk.to_sparse(copy.deepcopy(model), x)
             t = timed({"dense": model, "torch-csr": floor, "to_sparse": chosen}, x, args)
-            alone = timed_alone({"dense": model, "to_sparse": chosen}, x, args)
+            alone = speedup_alone(model, chosen, x, args)
             rows.append({"sparsity": sparsity, "batch": batch, "kernels": kernels_of(chosen), "times": t,
                          "speedup": t["dense"]["median_s"] / t["to_sparse"]["median_s"],
-                         "speedup_alone": alone["dense"] / alone["to_sparse"],
+                         "speedup_alone": alone["speedup"], "alone_block_ratios": alone["block_ratios"],
                          "speedup_torch_csr": t["dense"]["median_s"] / t["torch-csr"]["median_s"],
                          "bound": bound(chosen), "max_abs_diff": max_diff(model, chosen, x)})
             print(f"mlp {sparsity:.0%} batch {batch}: to_sparse {rows[-1]['speedup']:.2f}x "

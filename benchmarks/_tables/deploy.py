@@ -1,10 +1,13 @@
 """Tables of docs/results/sparse-kernels.md: pk.to_sparse against dense PyTorch on this CPU."""
-from .common import md, table
+import statistics
+
+from .common import RUNS, md, table
 
 KERNELS = "sparse-kernels/sparse-kernels.json"
 DECODE = "sparse-kernels/llm-decode.json"
 DECODE_1T = "sparse-kernels/llm-decode-1thread.json"
 DECODE_RUNS = ("sparse-kernels/llm-decode.json", "sparse-kernels/llm-decode-run*.json")
+KERNEL_RUNS = ("sparse-kernels/sparse-kernels.json", "sparse-kernels/sparse-kernels-run*.json")
 
 
 def _x(value) -> str:
@@ -25,6 +28,39 @@ def sparse_mlp(src):
              _x(r["bound"]), _kernels(r["kernels"]), f"{r['max_abs_diff']:.1e}") for r in src[KERNELS]["mlp"]]
     return md(("sparsity", "batch", "dense", "pk.to_sparse, interleaved", "pk.to_sparse, alone",
                "torch CSR, every layer", "bytes bound", "kernels chosen", "max abs diff"), rows)
+
+
+def kernel_runs(src) -> list:
+    """(number, run) for every kept run of sparse_kernels.py, the newest (sparse-kernels.json) first."""
+    count = len(list((RUNS / "sparse-kernels").glob("sparse-kernels-run*.json"))) + 1
+    names = [KERNELS] + [f"sparse-kernels/sparse-kernels-run{i}.json" for i in range(count - 1, 0, -1)]
+    return [(count - i, src[name]) for i, name in enumerate(names)]
+
+
+def mlp_90(run) -> dict:
+    return {r["batch"]: r for r in run["mlp"] if r["sparsity"] == 0.9}
+
+
+def runs_median(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{_x(statistics.median(values))} ({len(values)} runs)"
+
+
+@table("sparse-mlp-runs", *KERNEL_RUNS)
+def sparse_mlp_runs(src):
+    """The MLP at 90 % and BERT's 768x768 at one token in every kept run, the newest first."""
+    rows, columns = [], []
+    for number, run in kernel_runs(src):
+        mlp = mlp_90(run)
+        bert = next(r for r in run["bert"] if r["shape"] == [768, 768] and r["batch"] == 1)
+        values = [mlp[1]["speedup"], mlp[1].get("speedup_alone"), mlp[32]["speedup"], mlp[32].get("speedup_alone"),
+                  bert["speedup"]]
+        columns.append(values)
+        rows.append([f"run {number}"] + ["-" if v is None else _x(v) for v in values]
+                    + [f"{1e3 * mlp[1]['times']['dense']['median_s']:.2f} ms"])
+    rows.append(["**median**"] + [f"**{runs_median(c)}**" for c in zip(*columns)] + [""])
+    return md(("run", "MLP 90 %, batch 1, taking turns", "batch 1, alone", "batch 32, taking turns",
+               "batch 32, alone", "768 → 768 at 90 %, one token", "dense MLP, batch 1"), rows)
 
 
 @table("sparse-crossover", KERNELS)
