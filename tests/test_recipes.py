@@ -117,17 +117,3 @@ def test_yolo_recipe_slims_an_ultralytics_detector_that_still_runs_and_reloads(h
     with torch.no_grad():
         boxes = model(torch.randn(1, 3, 96, 96))[0]
     assert boxes.shape[:2] == (1, 4 + 80)  # box and class scores, as before pruning
-
-
-def test_structured_pruning_that_removes_nothing_says_why(caplog):
-    """YOLO's Detect head pins every coupled channel: the call says so and names the op."""
-    pytest.importorskip("ultralytics")
-    import torch
-
-    import prunekit as pk
-    from prunekit.serialization.sources import load_model
-    model = load_model("ultralytics:yolov8n.yaml", num_classes=3)
-    with caplog.at_level("WARNING"):
-        result = pk.prune_structured(model, torch.randn(1, 3, 64, 64), ratio=0.3)
-    assert result.params_after == result.params_before
-    assert "removed nothing" in caplog.text and "model.22" in caplog.text

@@ -344,6 +344,31 @@ class _ReadsConstants(nn.Module):
         return self.down(torch.relu(self.up(x)))
 
 
+class _CachesOnFirstCall(nn.Module):
+    """Computes a constant from its output's values on the first call only, then reuses it
+    (as YOLO's Detect head caches its anchors and their input shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1)
+        self.shape, self.offset = None, None
+
+    def forward(self, x):
+        y = self.head(torch.relu(self.body(x)))
+        if self.shape != y.shape:  # a path taken only when the shape is new
+            self.offset = float(y[0, 0].abs().max() > -1)  # .item(): the trace runs on real tensors
+            self.shape = y.shape
+        return y + self.offset
+
+
+def test_a_forward_that_caches_on_its_first_call_is_pruned_and_left_as_it_was():
+    model, x = _CachesOnFirstCall(), torch.randn(1, 3, 8, 8)
+    result = pk.prune_structured(model, x, ratio=0.5)
+    assert model.body.out_channels == 8 and result.params_after < result.params_before
+    assert model.shape is None and model.offset is None  # the trace and the check undid their cache
+    assert model(x).shape == (1, 4, 8, 8)
+
+
 def test_constants_stay_real_in_a_meta_trace():
     model, x = _ReadsConstants(), torch.randn(2, 5, 8)
     graph = pk.graph.analyze(model, (x,))
@@ -352,3 +377,21 @@ def test_constants_stay_real_in_a_meta_trace():
     res = pk.prune_structured(model, (x,), ratio=0.5)
     assert model.up.out_features == 8 and model(x).shape == dense.shape
     assert res.params_after < res.params_before
+
+
+def test_structured_pruning_that_removes_nothing_says_why(caplog):
+    """A reshape to a fixed channel count pins every channel: the call says so and names the op."""
+    class FixedView(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            y = self.body(x)
+            return self.head(y.view(y.shape[0], 8, -1).view(y.shape))
+
+    model = FixedView()
+    with caplog.at_level("WARNING"):
+        result = pk.prune_structured(model, torch.randn(2, 3, 8, 8), ratio=0.5)
+    assert result.params_after == result.params_before
+    assert "removed nothing" in caplog.text and "view" in caplog.text

@@ -1,7 +1,8 @@
 """Failure classes found by running timm's and Hugging Face's models (benchmarks/
 structured_coverage.py --suite timm), each on a small model built here: tensors made on the
 CPU inside forward, a submodule shared by two blocks, a ViT's patch embedding, wrappers with
-read-only channel properties, rms_norm, unfold and fold."""
+read-only channel properties, rms_norm, unfold and fold; and Ultralytics' YOLO models, which
+cache their anchors on the first call."""
 import copy
 import logging
 
@@ -11,8 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import prunekit as pk
-from helpers import dead_copy
+from helpers import dead_copy, randomize_norms
 from prunekit import surgery
+from prunekit._utils.inputs import tensors_of
+from prunekit.serialization.sources import load_model
 
 
 def _same_as_dead(model, original, res, x):
@@ -293,3 +296,24 @@ def test_a_layer_keeps_one_channel_when_all_of_its_channels_score_lowest():
     res, original = _pruned(model, x)
     assert model.branch.out_channels == 1 and model.stem.out_channels == 6  # one of 12 more stays
     _same_as_dead(model, original, res, x)
+
+
+@pytest.mark.parametrize("config", ["yolov8n.yaml", "yolo11n.yaml", "yolov10n.yaml", "yolov8n-seg.yaml",
+                                    "yolo11n-pose.yaml"])
+def test_yolo_is_pruned_head_included_and_computes_what_the_original_computes(config):
+    """YOLO's heads cache their anchors on the first call: the trace and the check must see
+    the same path, or every channel ends up pinned. Every output (boxes and classes, masks,
+    keypoints) equals the original's with the removed channels zeroed."""
+    pytest.importorskip("ultralytics")
+    model = randomize_norms(load_model(f"ultralytics:{config}", num_classes=3)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    original = copy.deepcopy(model)
+    result = pk.prune_structured(model, x, ratio=0.3)
+    assert result.params_after < 0.7 * result.params_before
+    head = f"model.{len(model.model) - 1}."
+    assert any(name.startswith(head) for name in result.removed)  # the head's own convs too
+    with torch.no_grad():
+        got, expected = tensors_of(model(x)), tensors_of(dead_copy(original, result.removed)(x))
+    assert len(got) == len(expected) and all(g.shape == e.shape for g, e in zip(got, expected))
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, atol=1e-4 * e.abs().max().item(), rtol=1e-4)

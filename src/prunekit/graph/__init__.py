@@ -121,9 +121,12 @@ def _first_line(err) -> str:
 
 
 def _real_trace(model, example_inputs, ignored, heads):
-    """The trace on real tensors; a forward that fails on the example inputs is a PruneError."""
+    """The trace on real tensors; a forward that fails on the example inputs is a PruneError.
+    What the forward caches on modules is undone: YOLO's Detect keeps its anchors and their
+    input shape, and the check of a pruned model must run the same path as the trace."""
     try:
-        return _trace(model, example_inputs, ignored, heads, meta=False)
+        with attributes_kept(model):
+            return _trace(model, example_inputs, ignored, heads, meta=False)
     except PruneError:
         raise
     except Exception as err:  # noqa: BLE001  the user's forward, with the user's inputs

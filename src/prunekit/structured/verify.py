@@ -1,5 +1,7 @@
 """Checking a pruning plan: run the pruned model to the end and compare every traced call's channel
 dims with the prediction; keep the channels of a call that disagrees or is blamed for a failure."""
+import logging
+
 import torch
 from torch import nn
 
@@ -8,6 +10,8 @@ from prunekit._utils.modes import eval_mode
 from prunekit.graph import rules
 from prunekit.graph.run import attributes_kept, meta_call, watch
 from prunekit.graph.spaces import spaces
+
+log = logging.getLogger(__name__)
 
 
 def _matches(graph, event, shapes, removed) -> bool:
@@ -60,10 +64,13 @@ def check(model: nn.Module, example_inputs, graph, removed, plan=None):
             for (module, attr), value in (plan.attrs.items() if plan else ()):
                 setattr(model.get_submodule(module), attr, value)  # undone by _attributes_kept
             call()
-    except Exception:  # noqa: BLE001  the pruned model fails: blame the first unchecked event
+    except Exception as exc:  # noqa: BLE001  the pruned model fails: blame the first unchecked event
+        log.debug("the pruned model fails: %s: %s", type(exc).__name__, exc)
         failed = True
     for i, event in enumerate(graph.events[:horizon]):
         if i >= len(seen) or seen[i][0] != event.op or not _matches(graph, event, seen[i][1], removed):
+            log.debug("call %d (%s in %s) differs from the prediction: ran %s", i, event.op, event.module,
+                      seen[i] if i < len(seen) else "nothing")
             return event
     if not failed:
         return None
