@@ -1,6 +1,7 @@
 """Realized CPU speedup of structured pruning: measured latency gain / MACs reduction.
 
-ResNet-50 (torchvision) and EfficientNet-Lite0 (timm `tf_efficientnet_lite0`), random init,
+ResNet-50 (torchvision) and EfficientNet-Lite0 (timm `tf_efficientnet_lite0`), or any
+"ultralytics:CFG" YOLO (built from its config, 320x320 input; run it with --no-tp), random init,
 eval mode, 50 % of the channels removed (--ratio) by prunekit with round_to=1 and round_to=8,
 and, side by side, by Torch-Pruning 1.6.1 (BasePruner, GroupMagnitudeImportance(p=2), the
 classifier ignored, round_to None and 8). Every variant is timed with
@@ -44,6 +45,9 @@ GOAL = 0.85
 def build(name):
     import torch
     torch.manual_seed(0)
+    if name.startswith("ultralytics:"):  # a YOLO built from its config, no weights
+        from prunekit.serialization.sources import load_model
+        return load_model(name).eval()
     if name == "tf_efficientnet_lite0":
         import timm
         return timm.create_model(name, pretrained=False).eval()
@@ -104,10 +108,22 @@ def _first_line(err):
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
+def image_size(name):
+    return 320 if name.startswith("ultralytics:") and not name.endswith("-cls.yaml") else 224
+
+
+def output_shapes(model, x):
+    import torch
+
+    from prunekit._utils.inputs import tensors_of
+    with torch.no_grad():
+        return [t.shape for t in tensors_of(model(x))]
+
+
 def measure(name, args):
     import torch
-    dense = build(name)
-    x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    dense, size = build(name), image_size(name)
+    x1 = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     models = {"dense": dense}
     info = {"dense": {"params": sum(p.numel() for p in dense.parameters()), "macs": _macs(dense, x1)}}
     streams = STREAMS.get(name) if args.keep_streams else None
@@ -115,9 +131,8 @@ def measure(name, args):
         model = copy.deepcopy(dense)
         try:
             prune(model, x1, args.ratio, round_to)
-            with torch.no_grad():
-                if model(x1).shape != dense(x1).shape:
-                    raise RuntimeError("output shape changed")
+            if output_shapes(model, x1) != output_shapes(dense, x1):
+                raise RuntimeError("output shape changed")
         except Exception as err:  # noqa: BLE001 - a tool failing is a result
             info[label] = {"error": _first_line(err)}
             continue
@@ -128,7 +143,7 @@ def measure(name, args):
                        "convs": len(channels)}
     rows = []
     for batch in args.batches:
-        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
         for form in args.forms:
             rows += _time_form(name, form, batch, models, info, x, args)
     return rows

@@ -1,4 +1,4 @@
-"""Structured-pruning coverage: prunekit vs Torch-Pruning 1.6.1 on torchvision and timm models.
+"""Structured-pruning coverage: prunekit vs Torch-Pruning 1.6.1 on torchvision, timm and YOLO models.
 
 Models: every classification model in `torchvision.models.list_models(module=torchvision.models)`,
 plus every detection and segmentation model (`torchvision.models.detection` / `.segmentation`),
@@ -16,6 +16,11 @@ timm.list_modules() (timm 1.0.31): the one with the fewest parameters at its def
 torch.manual_seed(0); input 1x3xHxW at its pretrained_cfg["input_size"] (train check: a batch of 2).
 A model whose dense forward or train-mode forward fails on that input is "skipped" with the reason
 (it needs inputs the benchmark cannot give); one over --max-params is listed as skipped too.
+
+YOLO (--suite yolo; benchmarks/_coverage_yolo.py): Ultralytics' nano config of every family and
+task (YOLOv5u, v8, v10, 11; detect, seg, pose, obb, cls), built from the config with no weights,
+input 1x3x320x320 (cls 224); checked as classification models are (eval and train structure).
+Torch-Pruning ignores the whole head, as its YOLOv8 example does.
 
 For each model, ratio and tool, a fresh copy is pruned; the tool "prunes correctly" when:
   1. the pruning call does not raise;
@@ -43,7 +48,7 @@ as its ViT examples do; timm: {attn.qkv: num_heads} for every module with a `qkv
 `num_heads`); after step(), VisionTransformer.hidden_dim is updated as its torchvision example
 does, and timm attention's head_dim = qkv.out_features // (3 num_heads) as its timm example does. Each (model, tool) runs in its own process with a timeout.
 
-    python benchmarks/structured_coverage.py [--suite torchvision|timm|all] [--ratios 0.3,0.5]
+    python benchmarks/structured_coverage.py [--suite torchvision|timm|yolo|all] [--ratios 0.3,0.5]
         [--models resnet18,vit_b_16,timm/test_vit]
         [--max-params 200M] [--no-include-detection] [--no-include-segmentation]
         [--tools prunekit,torch_pruning] [--timeout 300] [--max-rss 16G] [--threads N]
@@ -58,6 +63,7 @@ import warnings
 from pathlib import Path
 
 import _coverage_timm as timm_suite
+import _coverage_yolo as yolo_suite
 from _coverage_report import print_row, summary
 from _coverage_run import _mem_total, _parse_size, run_tool
 
@@ -95,6 +101,8 @@ def build(name, task):
     import torchvision
     if task == "timm":
         return timm_suite.build(name)
+    if task == "yolo":
+        return yolo_suite.build(name)
     kwargs = {"weights": None}
     if task in ("detection", "segmentation"):
         kwargs["weights_backbone"] = None  # the default would download ImageNet weights
@@ -113,6 +121,8 @@ def count_params_meta(name, task):
     import torch
     if task == "timm":
         return timm_suite.param_count(name)
+    if task == "yolo":
+        return None  # nano models: all kept
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -126,6 +136,8 @@ def example_input(name, task, batch=1, model=None):
     import torch
     if task == "timm":
         return timm_suite.example_input(model, batch)
+    if task == "yolo":
+        return yolo_suite.example_input(name, batch)
     generator = torch.Generator().manual_seed(1)
     if task == "detection":
         return torch.rand(batch, 3, 320, 320, generator=generator)
@@ -225,6 +237,8 @@ def run_prunekit(model, x, ratio, name, task, out_channels):
 def tp_ignored_layers(model, name, task, out_channels):
     """The output layers Torch-Pruning must leave alone (it does not find them itself)."""
     from torch import nn
+    if task == "yolo":
+        return yolo_suite.tp_ignored_layers(model)
     if task == "detection":
         family = next(f for f in TP_DETECTION_IGNORE if name.startswith(f))
         return [model.get_submodule(path) for path in TP_DETECTION_IGNORE[family]]
@@ -347,12 +361,15 @@ def child(name, task, tool, ratios, out_path, threads):
 
 def select_models(args, parser):
     """({name: task} to run, {name or timm module: why skipped}, {timm name: timm module})."""
-    suites = ("torchvision", "timm") if args.suite == "all" else (args.suite,)
+    suites = ("torchvision", "timm", "yolo") if args.suite == "all" else (args.suite,)
     tasks, timm_modules, skipped = {}, {}, {}
     if "torchvision" in suites:
         tasks.update(catalogue(args.include_detection, args.include_segmentation))
+    if "yolo" in suites:
+        tasks.update(dict.fromkeys(yolo_suite.names(), "yolo"))
     if args.models:
         every = catalogue(True, True) if "torchvision" in suites else {}
+        every.update(dict.fromkeys(yolo_suite.names(), "yolo") if "yolo" in suites else {})
         names = [timm_suite.PREFIX + n if "timm" in suites and n not in every and not timm_suite.is_timm(n)
                  else n for n in args.models.split(",") if n]
         missing = [n for n in names if n not in every and not timm_suite.known(n)]
@@ -377,7 +394,7 @@ def select_models(args, parser):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("torchvision", "timm", "all"), default="torchvision")
+    parser.add_argument("--suite", choices=("torchvision", "timm", "yolo", "all"), default="torchvision")
     parser.add_argument("--ratios", default="0.3,0.5")
     parser.add_argument("--models", help="comma list (default: every model of the suite; timm "
                         "names with or without 'timm/')")
@@ -446,7 +463,7 @@ def _resumed(path, tasks, tools, ratios) -> list:
 def _versions():
     import importlib.metadata as md
     out = {}
-    for package in ("torch", "torchvision", "timm", "torch-pruning", "prunekit"):
+    for package in ("torch", "torchvision", "timm", "ultralytics", "torch-pruning", "prunekit"):
         try:
             out[package] = md.version(package)
         except md.PackageNotFoundError:

@@ -11,7 +11,8 @@ from .deploy import KERNELS as SPARSE_KERNELS
 from .llm import STREAM as LLM_STREAM
 from .magnitude import DEMO, GT, GVO, GVO_MAIN, HAN, L50, LOT1D, _gvo_merge, gt_at
 from .search import LAT, SVU, _seeds
-from .structured import BOUND, COV_PATHS, COV_TIMM, RS, SLIM, TIMING, _err, _one, coverage_timm_totals, coverage_totals
+from .structured import (BOUND, COV_PATHS, COV_TIMM, COV_YOLO, RS, SLIM, TIMING, _err, _one, coverage_timm_totals,
+                         coverage_totals, coverage_yolo_totals)
 
 
 def _page(name):
@@ -76,6 +77,14 @@ def coverage_timm(src):
     pk, tp, n = coverage_timm_totals(src)
     return ("structured pruning runs correctly, timm: one model of every module, ratio 0.5",
             f"{pk}/{n}", f"Torch-Pruning 1.6.1: {tp}/{n}", _page("structured-coverage"))
+
+
+def coverage_yolo(src):
+    pk, tp, n = coverage_yolo_totals(src)
+    return ("structured pruning runs correctly, Ultralytics YOLO: v5u, v8, v10, 11 (detect, seg, pose, obb, cls), "
+            "ratio 0.5", f"{pk}/{n}", f"Torch-Pruning 1.6.1 on the same stock models, head ignored: {tp}/{n} (its YOLOv8 example first "
+            "rewrites C2f)",
+            _page("structured-coverage"))
 
 
 def timing(src):
@@ -154,11 +163,11 @@ def sparse_mlp(src):
             f"goals 6x / 5x, 2:4 1.3x", _page("sparse-kernels"))
 
 
-ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, coverage_timm, timing, realized_resnet,
-        realized_effnet, search_latency, search_macs, llm_stream, sparse_mlp, demo)
+ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, coverage_timm, coverage_yolo,
+        timing, realized_resnet, realized_effnet, search_latency, search_macs, llm_stream, sparse_mlp, demo)
 
 
-@table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, TIMING[0], f"{RS}-1thread.json",
+@table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, COV_YOLO, TIMING[0], f"{RS}-1thread.json",
        f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, *KERNEL_RUNS, DEMO)
 def claims(src):
     return md(("claim", "prunekit", "held against", "page"), [row(src) for row in ROWS])

@@ -177,6 +177,41 @@ def coverage_timm_totals(src, ratio=0.5):
     return ok["prunekit"], ok["torch_pruning"], sum(r["tool"] == "prunekit" for r in recs)
 
 
+# ---- structured coverage, YOLO ---------------------------------------------------------------
+
+COV_YOLO = "structured-coverage-yolo/structured-coverage-yolo.json"
+
+
+@table("coverage-yolo", COV_YOLO)
+def coverage_yolo(src):
+    """Each YOLO config: both tools' params / MACs left (or their status) at each ratio."""
+    d = src[COV_YOLO]
+    by = {}
+    for r in d["records"]:
+        by.setdefault(r["model"].removeprefix("ultralytics:"), {})[(r["tool"], r["ratio"])] = r
+
+    def cell(r):
+        if r is None:
+            return "not run"
+        if r["status"] != "ok":
+            return f"{r['status']}: `{failure_class(r['error'])[:60]}`" if r["error"] else r["status"]
+        return f"{r['params_after'] / r['params_before']:.2f} / {r['macs_after'] / r['macs_before']:.2f}"
+
+    header = ["config"] + [f"{TOOLS[t]} at {ratio}: params / MACs left" for ratio in d["ratios"] for t in TOOLS]
+    rows = [[name] + [cell(cells.get((t, ratio))) for ratio in d["ratios"] for t in TOOLS]
+            for name, cells in by.items()]
+    rows.append(["**pruned correctly**"] + [f"**{_ok([r for r in d['records'] if r['ratio'] == ratio], t)}**"
+                                            for ratio in d["ratios"] for t in TOOLS])
+    return md(header, rows)
+
+
+def coverage_yolo_totals(src, ratio=0.5):
+    """(prunekit ok, Torch-Pruning ok, configs) at `ratio` in the YOLO run."""
+    recs = [r for r in src[COV_YOLO]["records"] if r["ratio"] == ratio]
+    ok = {tool: sum(r["status"] == "ok" for r in recs if r["tool"] == tool) for tool in TOOLS}
+    return ok["prunekit"], ok["torch_pruning"], sum(r["tool"] == "prunekit" for r in recs)
+
+
 # ---- structured timing ----------------------------------------------------------------------
 
 TIMING = ("structured-timing/bench-structured-timing-bf16.json", "structured-timing/bench-structured-timing-fp32.json")
