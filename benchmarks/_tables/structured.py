@@ -270,6 +270,23 @@ def realized_speedup(src):
     return md(("model", "batch", "MACs reduction", *heads), rows)
 
 
+RS_YOLO = (f"{RS}-yolo.json", f"{RS}-yolo-run1.json")
+
+
+@table("realized-speedup-yolo", *RS_YOLO)
+def realized_speedup_yolo(src):
+    """prunekit at ratio 0.5 (round_to 8) on YOLO, eager: the speedup in each run, the efficiency in the last."""
+    last, first = (src[p] for p in RS_YOLO)
+    rows = []
+    for r in last["rows"]:
+        if r["variant"] == "dense":
+            continue
+        before = _one(first, model=r["model"], batch=r["batch"], form=r["form"], variant=r["variant"])
+        rows.append((r["model"].removeprefix("ultralytics:"), r["batch"], f"{r['macs_ratio']:.2f}x",
+                     f"{r['speedup']:.2f}x ({before['speedup']:.2f}x)", _eff(r)))
+    return md(("model", "batch", "MACs reduction", "measured speedup (the run before)", "efficiency"), rows)
+
+
 @table("realized-speedup-ort", f"{RS}-ort.json", f"{RS}-ort-effnet-b1.json")
 def realized_speedup_ort(src):
     ort, rerun = src[f"{RS}-ort.json"], src[f"{RS}-ort-effnet-b1.json"]
