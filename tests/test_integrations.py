@@ -88,6 +88,41 @@ def test_hugging_face_trainer_callback_prunes_a_bert_classifier_while_it_trains(
     assert accuracy > 0.8
 
 
+def _trainer_run(out, method="gradual", resume=None):
+    """A 40-step Trainer run of the tiny BERT task, checkpointed every 20 steps; returns the model."""
+    transformers = pytest.importorskip("transformers")
+    from hf_helpers import tiny_bert_task
+
+    from prunekit.integrations.hf import PruningCallback
+    model, _, _, data = tiny_bert_task()
+    args = transformers.TrainingArguments(output_dir=str(out), max_steps=40, per_device_train_batch_size=16,
+                                          learning_rate=3e-3, use_cpu=True, report_to=[], save_strategy="steps",
+                                          save_steps=20, logging_strategy="no", disable_tqdm=True, seed=0)
+    options = {"example_inputs": (torch.ones(1, 8, dtype=torch.long),)} if method == "structured-gradual" \
+        else {"include": [r"encoder\."]}
+    callback = PruningCallback(method, 0.5, end=0.9, **options)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train(
+        resume_from_checkpoint=resume)
+    return model
+
+
+def test_a_trainer_run_resumed_from_its_checkpoint_ends_as_the_run_that_was_not_stopped(tmp_path):
+    """The masks are in the model before the Trainer loads a checkpoint: resuming at step 20
+    gives the same masks and weights at step 40 as running through."""
+    whole = _trainer_run(tmp_path / "whole")
+    resumed = _trainer_run(tmp_path / "resumed", resume=str(tmp_path / "whole" / "checkpoint-20"))
+    assert pk.sparsity(resumed)["global"]["zeros"] == pk.sparsity(whole)["global"]["zeros"] > 0
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_structured_gradual_refuses_to_resume_from_a_trainer_checkpoint(tmp_path):
+    pytest.importorskip("transformers")
+    _trainer_run(tmp_path / "whole", "structured-gradual")
+    with pytest.raises(pk.PruneError, match="cannot resume 'structured-gradual'"):
+        _trainer_run(tmp_path / "again", "structured-gradual", resume=str(tmp_path / "whole" / "checkpoint-20"))
+
+
 def test_lightning_callback_prunes_while_the_trainer_fits():
     lightning = pytest.importorskip("lightning")
     from prunekit.integrations.lightning import PruningCallback

@@ -3,16 +3,26 @@
     trainer = Trainer(model, args, train_dataset=..., callbacks=[PruningCallback("gradual", 0.5)])
 
 The schedule spans the Trainer's optimizer steps (state.max_steps). "structured-gradual" needs
-`example_inputs` (a batch of keyword inputs, as the model takes them) and removes the zeroed
+`example_inputs` (one batch as positional tensors: for a BERT, `(input_ids,)`) and removes the zeroed
 channels when training ends. RigL takes a batch from the train dataloader at each update and
 uses the model's own loss (`outputs.loss`); the others need no batch. Under `accelerate
-launch` (or torchrun) the masks are computed on rank 0 and broadcast (integrations.ddp)."""
+launch` (or torchrun) the masks are computed on rank 0 and broadcast (integrations.ddp).
+
+The masks are put in when the Trainer is built (on_init_end), before it can load a checkpoint:
+they are in the model's state dict, so `trainer.train(resume_from_checkpoint=...)` loads them
+and the schedule continues from the checkpoint's step (gradual, rigl, set; not
+structured-gradual, whose zeroed channels live in the pruner)."""
 from transformers import TrainerCallback
 
 from prunekit.errors import PruneError
-from prunekit.integrations.ddp import RankZero
-from prunekit.integrations.pruners import Pruner
+from prunekit.integrations.ddp import RankZero, broadcast_masked
+from prunekit.integrations.pruners import Pruner, check_method, install_masks
 from prunekit.train import distributed
+
+
+def _mask_options(options):
+    """The options prune_magnitude takes (the rest are the schedule's)."""
+    return {k: v for k, v in options.items() if k in ("include", "exclude", "scope", "criterion")}
 
 
 def _loss(outputs, labels):
@@ -25,15 +35,24 @@ class PruningCallback(TrainerCallback):
     integrations.Pruner (begin, end, every, include, exclude, scope, example_inputs, ...).
     After training, `result` holds structured-gradual's StructuredResult."""
     def __init__(self, method: str = "gradual", sparsity: float = 0.5, **options):
+        check_method(method, sparsity)
         self.method, self.sparsity, self.options = method, sparsity, options
-        self.pruner, self.result = None, None
+        self.pruner, self.result, self.masks_ready = None, None, False
+
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and self.method != "structured-gradual":
+            install_masks(model, self.method, self.sparsity, **_mask_options(self.options))
+            self.masks_ready = True
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step:
-            raise PruneError("PruningCallback starts with the run: resuming a pruning run from a Trainer checkpoint "
-                             "is not supported; start it again, or fine-tune the saved pruned model")
-        self.pruner = Pruner(model, self.method, self.sparsity, state.max_steps, loss_fn=_loss, **self.options)
+        if state.global_step and not self.masks_ready:
+            raise PruneError(f"PruningCallback cannot resume {self.method!r} from a Trainer checkpoint (only gradual, "
+                             "rigl and set, with the model given to the Trainer); start it again")
+        self.pruner = Pruner(model, self.method, self.sparsity, state.max_steps, loss_fn=_loss,
+                             masks_ready=self.masks_ready, **self.options)
+        self.pruner.resume(state.global_step)
         if distributed.active():  # under accelerate launch / torchrun: masks from rank 0, broadcast
+            broadcast_masked(model)
             self.pruner = RankZero(self.pruner, model)
 
     def on_step_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):

@@ -15,24 +15,41 @@ from prunekit.unstructured.magnitude import prune_magnitude
 METHODS = ("gradual", "structured-gradual", "rigl", "set")
 
 
+def check_method(method: str, sparsity: float) -> None:
+    if method not in METHODS:
+        raise PruneError(f"unknown pruning method {method!r} for a training loop: choose from {', '.join(METHODS)}")
+    check_range("sparsity", sparsity, 0, 1, "()")
+
+
+def install_masks(model, method: str, sparsity: float, **options) -> None:
+    """The masks `method` trains with, before its first step: for "gradual" every prunable
+    weight masked with all kept (the model has the same tensors from the first step to the
+    last, so a checkpoint resumes and DDP sees them all); for "rigl" and "set" the fixed
+    sparsity at once. "structured-gradual" has none (it zeroes channels as it goes)."""
+    if method == "gradual":
+        prune_magnitude(model, threshold=0.0, **options)
+    elif method in ("rigl", "set"):
+        prune_magnitude(model, sparsity, **options)
+
+
 class Pruner:
-    """What a loop drives: `step(x, y)` after each optimizer step, `finish()` after the last."""
+    """What a loop drives: `step(x, y)` after each optimizer step, `finish()` after the last.
+    With `masks_ready`, install_masks has already run (a Trainer checkpoint may since have
+    loaded masks into the model): they are used as they are."""
 
     def __init__(self, model, method: str, sparsity: float, total_steps: int, *, example_inputs=None,
-                 begin: float = 0.0, end: float = 0.75, every: int | None = None, loss_fn=None, **options):
-        if method not in METHODS:
-            raise PruneError(f"unknown pruning method {method!r} for a training loop: choose from {', '.join(METHODS)}")
-        check_range("sparsity", sparsity, 0, 1, "()")
+                 begin: float = 0.0, end: float = 0.75, every: int | None = None, loss_fn=None,
+                 masks_ready: bool = False, **options):
+        check_method(method, sparsity)
         check_count("total_steps", total_steps, 1)
         check_range("begin", begin, 0, 1, "[)")
         check_range("end", end, begin, 1, "(]")
         first, last = int(begin * total_steps), max(int(begin * total_steps) + 1, int(end * total_steps))
         every = every or max(1, (last - first) // 20)
         self.model, self.method = model, method
+        if not masks_ready:
+            install_masks(model, method, sparsity, **options)
         if method == "gradual":
-            # every prunable weight masked (all kept) from the start: the model has the same
-            # tensors from the first step to the last, so a checkpoint resumes and DDP sees them all
-            prune_magnitude(model, threshold=0.0, **options)
             self.inner = GradualPruner(model, Schedule(sparsity, end=last, begin=first, every=every), **options)
         elif method == "structured-gradual":
             if example_inputs is None:
@@ -40,7 +57,6 @@ class Pruner:
             self.inner = SoftChannelPruner(model, example_inputs, Schedule(sparsity, end=last, begin=first, every=every),
                                            **options)
         else:
-            prune_magnitude(model, sparsity, **options)
             extra = {} if loss_fn is None else {"loss_fn": loss_fn}
             self.inner = DynamicSparsity(model, mode=method, every=every, end=last, **extra)
 
