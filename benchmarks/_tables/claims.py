@@ -82,8 +82,8 @@ def coverage_timm(src):
 def coverage_yolo(src):
     pk, tp, n = coverage_yolo_totals(src)
     return ("structured pruning runs correctly, Ultralytics YOLO: v5u, v8, v10, 11 (detect, seg, pose, obb, cls), "
-            "ratio 0.5", f"{pk}/{n}", f"Torch-Pruning 1.6.1 on the same stock models, head ignored: {tp}/{n} (its YOLOv8 example first "
-            "rewrites C2f)",
+            "ratio 0.5", f"{pk}/{n}",
+            f"Torch-Pruning 1.6.1 on the same stock models, head ignored: {tp}/{n} (its YOLOv8 example first rewrites C2f)",
             _page("structured-coverage"))
 
 
@@ -157,8 +157,8 @@ def sparse_mlp(src):
             "2:4 on one 4096x4096 layer, batch 1",
             f"alone {rows[1]['speedup_alone']:.2f}x / {rows[32]['speedup_alone']:.2f}x, taking turns with dense "
             f"{rows[1]['speedup']:.2f}x / {rows[32]['speedup']:.2f}x (batch 1, median of the kept runs: alone "
-            f"{statistics.median(alone):.2f}x in {len(alone)}, taking turns {statistics.median(turns):.2f}x in {len(turns)}); 2:4 {nm['chosen']['speedup']:.2f}x "
-            f"({nm['chosen']['kernel']})",
+            f"{statistics.median(alone):.2f}x in {len(alone)}, taking turns {statistics.median(turns):.2f}x in "
+            f"{len(turns)}); 2:4 {nm['chosen']['speedup']:.2f}x ({nm['chosen']['kernel']})",
             f"torch CSR on every layer: {rows[1]['speedup_torch_csr']:.2f}x / {rows[32]['speedup_torch_csr']:.2f}x; "
             f"goals 6x / 5x, 2:4 1.3x", _page("sparse-kernels"))
 
@@ -167,7 +167,7 @@ ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, cov
         timing, realized_resnet, realized_effnet, search_latency, search_macs, llm_stream, sparse_mlp, demo)
 
 
-@table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, COV_YOLO, TIMING[0], f"{RS}-1thread.json",
-       f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, *KERNEL_RUNS, DEMO)
+@table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, COV_YOLO, TIMING[0],
+       f"{RS}-1thread.json", f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, *KERNEL_RUNS, DEMO)
 def claims(src):
     return md(("claim", "prunekit", "held against", "page"), [row(src) for row in ROWS])

@@ -170,11 +170,15 @@ def coverage_timm_failures(src):
     return md(("tool", "status", "failure class", "models", "which"), rows)
 
 
-def coverage_timm_totals(src, ratio=0.5):
-    """(prunekit ok, Torch-Pruning ok, models run) at `ratio` in the timm run."""
-    recs = [r for r in src[COV_TIMM]["records"] if r["ratio"] == ratio and r["status"] != "skipped"]
+def _totals(records, ratio):
+    """(prunekit ok, Torch-Pruning ok, models run) at `ratio`; skipped models do not count."""
+    recs = [r for r in records if r["ratio"] == ratio and r["status"] != "skipped"]
     ok = {tool: sum(r["status"] == "ok" for r in recs if r["tool"] == tool) for tool in TOOLS}
     return ok["prunekit"], ok["torch_pruning"], sum(r["tool"] == "prunekit" for r in recs)
+
+
+def coverage_timm_totals(src, ratio=0.5):
+    return _totals(src[COV_TIMM]["records"], ratio)
 
 
 # ---- structured coverage, YOLO ---------------------------------------------------------------
@@ -206,10 +210,7 @@ def coverage_yolo(src):
 
 
 def coverage_yolo_totals(src, ratio=0.5):
-    """(prunekit ok, Torch-Pruning ok, configs) at `ratio` in the YOLO run."""
-    recs = [r for r in src[COV_YOLO]["records"] if r["ratio"] == ratio]
-    ok = {tool: sum(r["status"] == "ok" for r in recs if r["tool"] == tool) for tool in TOOLS}
-    return ok["prunekit"], ok["torch_pruning"], sum(r["tool"] == "prunekit" for r in recs)
+    return _totals(src[COV_YOLO]["records"], ratio)
 
 
 # ---- structured timing ----------------------------------------------------------------------

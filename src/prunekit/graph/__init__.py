@@ -98,8 +98,7 @@ def analyze(model: nn.Module, example_inputs, *, ignore=(), heads: bool = False)
     """
     ignored = set(ignore)
     try:  # shapes are all the trace needs: on the meta device no arithmetic is done
-        with attributes_kept(model):
-            ctx, output = _trace(model, example_inputs, ignored, heads, meta=True)
+        ctx, output = _trace(model, example_inputs, ignored, heads, meta=True)
     except PruneError:
         raise
     except Exception as err:  # noqa: BLE001  data-dependent code (.item(), NMS) needs real tensors
@@ -121,12 +120,9 @@ def _first_line(err) -> str:
 
 
 def _real_trace(model, example_inputs, ignored, heads):
-    """The trace on real tensors; a forward that fails on the example inputs is a PruneError.
-    What the forward caches on modules is undone: YOLO's Detect keeps its anchors and their
-    input shape, and the check of a pruned model must run the same path as the trace."""
+    """The trace on real tensors; a forward that fails on the example inputs is a PruneError."""
     try:
-        with attributes_kept(model):
-            return _trace(model, example_inputs, ignored, heads, meta=False)
+        return _trace(model, example_inputs, ignored, heads, meta=False)
     except PruneError:
         raise
     except Exception as err:  # noqa: BLE001  the user's forward, with the user's inputs
@@ -135,6 +131,9 @@ def _real_trace(model, example_inputs, ignored, heads):
 
 
 def _trace(model, example_inputs, ignored, heads, meta):
+    """One traced forward. What it stores on modules is undone (attributes_kept): a meta run
+    leaves no meta tensor behind, and a forward that caches (YOLO's heads keep their anchors and
+    input shape) runs the same path again when a pruned model is checked."""
     ctx = Context(model, unit_dim="outer" if heads else "inner")
     ctx.meta = meta
     call = lambda: model(*example_inputs)  # noqa: E731
@@ -150,7 +149,8 @@ def _trace(model, example_inputs, ignored, heads, meta):
         rule(ctx, name, module, args, kwargs, output)
         ctx.record(type(module).__name__, output, tensors_of((args, kwargs)))
 
-    with eval_mode(model), torch.no_grad(), watch(model, ignored, on_op, on_leaf, meta) as stack:
+    with attributes_kept(model), eval_mode(model), torch.no_grad(), \
+            watch(model, ignored, on_op, on_leaf, meta) as stack:
         ctx.stack = stack
         output = call()
     return ctx, output

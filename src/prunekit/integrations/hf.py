@@ -16,13 +16,8 @@ from transformers import TrainerCallback
 
 from prunekit.errors import PruneError
 from prunekit.integrations.ddp import RankZero, broadcast_masked
-from prunekit.integrations.pruners import Pruner, check_method, install_masks
+from prunekit.integrations.pruners import Pruner, check_method, install_masks, mask_options
 from prunekit.train import distributed
-
-
-def _mask_options(options):
-    """The options prune_magnitude takes (the rest are the schedule's)."""
-    return {k: v for k, v in options.items() if k in ("include", "exclude", "scope", "criterion")}
 
 
 def _loss(outputs, labels):
@@ -41,7 +36,7 @@ class PruningCallback(TrainerCallback):
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None and self.method != "structured-gradual":
-            install_masks(model, self.method, self.sparsity, **_mask_options(self.options))
+            install_masks(model, self.method, self.sparsity, **mask_options(self.options))
             self.masks_ready = True
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):

@@ -7,6 +7,8 @@ Methods: "gradual" (magnitude, cubic schedule; Zhu & Gupta 2017), "structured-gr
 (dynamic sparsity at a fixed level: the model is pruned to it at once, then weights move).
 The schedule is laid over the run's optimizer steps: pruning from `begin` to `end` (fractions
 of all steps), then training at the final sparsity."""
+import inspect
+
 from prunekit._utils.validate import check_count, check_range
 from prunekit.errors import PruneError
 from prunekit.training import DynamicSparsity, GradualPruner, Schedule, SoftChannelPruner
@@ -80,3 +82,10 @@ class Pruner:
     def finish(self):
         """Remove zeroed channels (structured-gradual; returns the StructuredResult); else None."""
         return self.inner.finish() if self.method == "structured-gradual" else None
+
+
+def mask_options(options: dict) -> dict:
+    """Of a Pruner's keyword options, the ones it hands to install_masks (the rest, begin, end,
+    every, loss_fn, example_inputs, are its own)."""
+    own = {name for name, p in inspect.signature(Pruner).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    return {k: v for k, v in options.items() if k not in own}
