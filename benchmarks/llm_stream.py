@@ -28,12 +28,13 @@ def config(args):
                          num_key_value_heads=args.kv_heads, max_position_embeddings=2048, tie_word_embeddings=False)
 
 
-def make(args, folder: Path) -> int:
-    """Write the random model as shards without building it: shapes from a meta-device model."""
+def write_random(cfg, folder: Path, dtype=None, shard_bytes: int = SHARD_BYTES) -> int:
+    """Write a random Llama model of config `cfg` as shards without building it (shapes from a
+    meta-device model, one tensor at a time, in `dtype`); the weights' size in bytes."""
     import torch
     import transformers as T
     from safetensors.torch import save_file
-    cfg = config(args)
+    dtype = dtype or torch.float32
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in T.LlamaForCausalLM(cfg).state_dict().items()}
     generator, shard, weight_map, total, files = torch.Generator().manual_seed(0), {}, {}, 0, []
@@ -45,9 +46,10 @@ def make(args, folder: Path) -> int:
         files.append(name)
         shard.clear()
     for key, shape in shapes.items():
-        shard[key] = torch.ones(shape) if len(shape) == 1 else 0.02 * torch.randn(shape, generator=generator)
-        total += shard[key].numel() * 4
-        if sum(t.numel() * 4 for t in shard.values()) >= SHARD_BYTES:
+        shard[key] = torch.ones(shape, dtype=dtype) if len(shape) == 1 else \
+            (0.02 * torch.randn(shape, generator=generator)).to(dtype)
+        total += shard[key].numel() * shard[key].element_size()
+        if sum(t.numel() * t.element_size() for t in shard.values()) >= shard_bytes:
             flush()
     if shard:
         flush()
@@ -55,6 +57,10 @@ def make(args, folder: Path) -> int:
                                                                      "weight_map": weight_map}))
     cfg.save_pretrained(folder)
     return total
+
+
+def make(args, folder: Path) -> int:
+    return write_random(config(args), folder)
 
 
 def prune(args, folder: Path, out: Path, streamed: bool) -> dict:

@@ -191,3 +191,16 @@ def test_sparsegpt_n_m_groups_stay_whole_when_m_does_not_divide_the_column_block
 def test_owl_refuses_a_spread_that_would_push_a_block_outside_0_1():
     with pytest.raises(PruneError, match="lower owl_lambda"):
         llm.prune(tiny_llama(layers=4), BATCHES, method="wanda", sparsity=0.95, allocation="owl", owl_lambda=0.2)
+
+
+@pytest.mark.parametrize("levels", [None, 4])
+def test_the_per_row_selection_drops_what_a_stable_sort_drops(levels):
+    """kthvalue replaces argsort: the same k lowest per row, ties dropped in index order."""
+    from prunekit.llm.methods import _drop_lowest_per_row
+    scores = torch.rand(37, 64, generator=torch.Generator().manual_seed(0))
+    if levels:
+        scores = (scores * levels).floor()  # many ties at the threshold
+    for k in (1, 20, 32, 63):
+        by_sort = torch.ones_like(scores, dtype=torch.bool)
+        by_sort.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], False)
+        assert torch.equal(_drop_lowest_per_row(scores, k), by_sort)

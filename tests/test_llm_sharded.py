@@ -64,10 +64,64 @@ def test_bad_requests_write_nothing(tmp_path):
 def test_the_shell_holds_no_block_and_no_untied_lm_head(family, head_on_disk, tmp_path):
     model = build(family)
     model.save_pretrained(tmp_path / "in", max_shard_size="40KB")
-    shell, name, _, config, on_disk = sharded._shell(tmp_path / "in")
+    shell, name, _, config, on_disk = sharded._shell(tmp_path / "in", torch.float32)
     assert not any(k.startswith(name + ".") for k in shell.state_dict())
     assert (on_disk == ["lm_head.weight"]) == head_on_disk
     assert shell.get_output_embeddings().weight.is_meta == head_on_disk
     assert config.num_hidden_layers == model.config.num_hidden_layers
     embed = shell.get_input_embeddings().weight
     assert torch.equal(embed, model.get_input_embeddings().weight)  # real weights, not a fresh init
+
+
+def logits(model, x=BATCHES[:2]):
+    with torch.no_grad():
+        return model(input_ids=x).logits.float()
+
+
+HALF = [("llama", torch.bfloat16), ("gemma3", torch.bfloat16), ("gpt2", torch.bfloat16), ("llama", torch.float16)]
+
+
+@pytest.mark.parametrize("family, dtype", HALF)
+@pytest.mark.parametrize("method, pattern", [("wanda", None), ("sparsegpt", "2:4")])
+def test_half_precision_shards_stream_as_in_memory_and_are_written_in_their_dtype(family, dtype, method, pattern,
+                                                                                 tmp_path):
+    """The shell runs in the shards' dtype, like the blocks, so a bf16/fp16 model streams; every
+    tensor is written in the dtype it was read in, and the result is the in-memory prune's."""
+    build(family).to(dtype).save_pretrained(tmp_path / "in", max_shard_size="40KB")
+    model = type(build(family)).from_pretrained(tmp_path / "in", dtype=dtype).eval()  # as a user loads it
+    expected = llm.prune(model, BATCHES, method=method, pattern=pattern)
+    report = llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES, method=method, pattern=pattern)
+    assert report.sparsity == expected.sparsity
+    read, written = sharded.Shards(tmp_path / "in").dtypes(), sharded.Shards(tmp_path / "out").dtypes()
+    assert written == read and set(written.values()) == {dtype}
+    again = type(model).from_pretrained(tmp_path / "out", dtype=dtype).eval()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    a, b = logits(model), logits(again)
+    assert float((a - b).norm() / a.norm()) <= 1e-2
+
+
+def test_a_shard_holding_fp32_norms_beside_bf16_weights_keeps_both(tmp_path):
+    model = build("llama").to(torch.bfloat16)
+    model.model.norm.float()
+    model.save_pretrained(tmp_path / "in", max_shard_size="40KB")
+    llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES)
+    written = sharded.Shards(tmp_path / "out").dtypes()
+    assert written["model.norm.weight"] == torch.float32
+    assert written["model.embed_tokens.weight"] == written["model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3"])
+def test_moe_checkpoints_stream_as_in_memory(family, tmp_path):
+    """transformers 5 stores experts one by one and merges them as it loads: the streamed blocks
+    are read through that conversion, every expert is pruned, and the result is llm.prune's."""
+    from llm_helpers import build_moe
+    model = build_moe(family)
+    model.save_pretrained(tmp_path / "in", max_shard_size="100KB")
+    expected = llm.prune(model, BATCHES, method="wanda")
+    report = llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES, method="wanda")
+    assert report.sparsity == expected.sparsity == pytest.approx(0.5, abs=1e-3)
+    assert report.magnitude_fallback == expected.magnitude_fallback
+    again = type(model).from_pretrained(tmp_path / "out").eval()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name

@@ -99,20 +99,11 @@ def _gemma(tmp: Path, staging: Path) -> None:
 
 
 def _gguf_to_folder(gguf: Path, folder: Path) -> None:
-    """Dequantize once and save a plain model: transformers marks a GGUF-loaded model as
-    quantized and will not save it, so its weights go into a model built from its config."""
-    try:
-        import gguf as _  # noqa: F401
-        import transformers
-    except ImportError as err:
-        raise PruneError(f"reading a GGUF needs the gguf package: pip install -e '.[test]' ({err})") from None
+    """Dequantize once and save a plain model (prunekit._utils.hf_gguf: transformers unpacks the
+    weights and drops its quantized marks in place, so one model is held, not two)."""
+    from prunekit._utils.hf_gguf import load_gguf
     log.info("dequantizing %s (about a minute)", gguf.name)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    config = loaded.config
-    del config.quantization_config
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict(), strict=True)
+    model, tokenizer = load_gguf(gguf)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 

@@ -71,8 +71,50 @@ def _run_until_stopped(model: nn.Module, input_ids: torch.Tensor) -> None:
     raise PruneError("the model's forward never reached its blocks")
 
 
+class PassThrough(nn.Module):
+    """Stands for a block while the model's forward is run only to read what it passes the
+    blocks: returns the hidden states unchanged (no block computes), and carries the block's
+    plain attributes (Gemma-3 and ModernBERT's forwards read `attention_type` off the layer)."""
+
+    def __init__(self, block: nn.Module | None = None):
+        super().__init__()
+        for key, value in vars(block or nn.Module()).items():
+            if not key.startswith("_") and isinstance(value, (str, int, float, bool, type(None))):
+                setattr(self, key, value)
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+@contextmanager
+def standing_in(blocks: nn.ModuleList):
+    """The list's blocks replaced by PassThrough stand-ins, put back afterwards."""
+    originals = list(blocks)
+    for index, block in enumerate(originals):
+        blocks[index] = PassThrough(block)
+    try:
+        yield blocks
+    finally:
+        for index, block in enumerate(originals):
+            blocks[index] = block
+
+
 def record_calls(model: nn.Module, blocks: nn.ModuleList, input_ids: torch.Tensor) -> list:
-    """The BlockCall of every block, read from one forward of the model on `input_ids` (1, L)."""
+    """The BlockCall of every block, read from one forward of the model on `input_ids` (1, L)
+    with the blocks standing aside: no block computes, so this costs the embedding alone, on
+    the model's own device, however large the model. A family whose forward needs what its
+    blocks return (DeBERTa-v2 reads a tuple) is read with its real blocks instead."""
+    try:
+        with standing_in(blocks):
+            return _record(model, blocks, input_ids)
+    except (TypeError, IndexError, AttributeError, ValueError, RuntimeError) as err:
+        if all(isinstance(block, PassThrough) for block in blocks):  # a streamed shell has no real blocks
+            raise PruneError(f"{type(model).__name__}'s forward needs what its blocks return ({err}): it cannot be "
+                             "streamed block by block; prune it in memory with llm.prune") from None
+        return _record(model, blocks, input_ids)
+
+
+def _record(model: nn.Module, blocks: nn.ModuleList, input_ids: torch.Tensor) -> list:
     calls, handles = [None] * len(blocks), []
 
     def recorder(index):

