@@ -87,6 +87,37 @@ def prune_row(args, row: str, out: Path) -> dict:
             "block_seconds": [b["seconds"] for b in report["blocks"]]}
 
 
+def first_blocks(args, row: str, count: int) -> dict:
+    """A time bound where a whole row does not fit a session: the streamed path's own steps
+    (shell, recorded calls, then `count` blocks read, pruned and dropped, nothing written), each
+    block timed; the whole row is bounded by the set-up plus 32 times the slowest block."""
+    from prunekit import llm
+    from prunekit.data import assets
+    from prunekit.llm import sharded
+    from prunekit.llm.prune import LLMPruneReport, parse_pattern
+    method, _, pattern = row.partition("@")
+    folder = model_folder()
+    started = time.perf_counter()
+    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(folder)
+    batches = llm.calibration(tokenizer, (assets.require("python-docs") / "howto.txt").read_text(), n=args.n,
+                              seq_len=args.seq_len, seed=0)
+    shards = sharded.Shards(folder)
+    model, name, block_class, config, _ = sharded._shell(folder, sharded._common_float(shards.dtypes()))
+    calls, inputs = sharded._record(model, name, block_class, config, batches)
+    setup = time.perf_counter() - started
+    nm = parse_pattern(pattern or None)
+    report = LLMPruneReport(method, pattern or None, "uniform", 0.0)
+    target = 0.5 if nm is None else (nm[1] - nm[0]) / nm[1]
+    for index in range(count):
+        block = sharded._load_block(model, block_class, config, index, name, shards)
+        inputs = sharded._prune_block(block, calls[index], inputs, target, nm, None, report)
+        del block
+    seconds = [b["seconds"] for b in report.blocks]
+    return {"row": row, "blocks_timed": count, "setup_seconds": setup, "block_seconds": seconds,
+            "bound_seconds": setup + len(calls) * max(seconds), "sparsity": report.blocks[-1]["sparsity"],
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
 def load_check(out: Path) -> dict:
     """from_pretrained reads the output (bf16); one forward; the zeros of block 0's MLP."""
     import torch
@@ -115,6 +146,9 @@ def main():
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bound-blocks", type=int, default=0,
+                        help="time only this many blocks per row and bound the whole row (no output written)")
+    parser.add_argument("--note", default="", help="what else the machine ran meanwhile (kept in the JSON)")
     parser.add_argument("--json")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -123,6 +157,9 @@ def main():
     if args.step == "prune":
         print(json.dumps(prune_row(args, rest[0], Path(rest[1]))))
         return
+    if args.step == "blocks":
+        print(json.dumps(first_blocks(args, rest[0], int(rest[1]))))
+        return
     if args.step == "load":
         print(json.dumps(load_check(Path(rest[0]))))
         return
@@ -130,6 +167,11 @@ def main():
     size = json.loads((folder / "model.safetensors.index.json").read_text())["metadata"]["total_size"]
     rows = []
     for row in args.rows.split(","):
+        if args.bound_blocks:
+            rows.append(child("blocks", row, args.bound_blocks))
+            print(f"{row:<14} {args.bound_blocks} blocks: {rows[-1]['block_seconds']} s; the whole row is bounded by "
+                  f"{rows[-1]['bound_seconds'] / 60:.1f} min; peak RSS {rows[-1]['peak_rss'] / GIB:.2f} GiB", flush=True)
+            continue
         out = folder.with_name(f"{folder.name}-pruned")
         shutil.rmtree(out, ignore_errors=True)
         result = child("prune", row, out)
@@ -143,7 +185,8 @@ def main():
         Path(args.json).write_text(json.dumps({"shape": SHAPE, "dtype": "bfloat16", "weights_bytes": size,
                                                "calibration": {"text": "python-docs howto.txt", "sequences": args.n,
                                                                "seq_len": args.seq_len},
-                                               "threads": args.threads, "rows": rows}, indent=1))
+                                               "threads": args.threads, "note": args.note, "rows": rows},
+                                              indent=1))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def prune_row(model, batches, spec, row):
     if method == "structured":
         report = llm.prune_structured(model, batches, **parse_structured(spec))
         row.update(structured=parse_structured(spec), params_before=report.params_before,
-                   params_after=report.params_after, removed_layers=report.removed_layers)
+                   params_after=report.params_after, removed_layers=report.removed_layers,
+                   heads_after=list(report.heads), ffn_after=report.ffn)
     elif method != "dense":
         row["achieved_sparsity"] = llm.prune(model, batches, method=method, sparsity=sparsity, pattern=pattern,
                                              allocation=allocation).sparsity

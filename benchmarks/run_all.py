@@ -29,6 +29,8 @@ BENCHMARKS = [
     ("pretrained_agreement.py", []),
     ("llm_table.py", ["--n", "16", "--eval-tokens", "16384"]),
     ("llm_stream.py", []),
+    ("llm_ranks.py", ["--n", "16", "--repeats", "2"]),
+    ("llm_8b.py", []),  # writes a 16 GB model under $PRUNEKIT_HOME once; hours on 2 cores
 ]
 
 

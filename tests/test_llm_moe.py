@@ -303,3 +303,15 @@ def test_prune_structured_removes_experts_and_a_later_failure_puts_them_back(mon
     assert model.config.num_experts == 4 and model.model.layers[0].mlp.experts.num_experts == 4
     for name, value in model.state_dict().items():
         assert torch.equal(value, original[name]), name
+
+
+def test_every_matrix_shape_is_out_by_in_without_a_copy():
+    """matrix_shape reads (out, in) as matrix() does: Conv1D and gpt-oss's transposed experts
+    store (in, out); the N:M check and the ranks' buffers rely on it."""
+    from llm_helpers import build
+    from prunekit.llm.blocks import find_blocks
+    from prunekit.llm.layers import matrix_shape
+    for model in (build_moe("gpt_oss"), build("gpt2"), build("llama")):
+        _, blocks = find_blocks(model)
+        for name, layer in block_layers(blocks[0]).items():
+            assert matrix_shape(layer) == tuple(matrix(layer).shape), name

@@ -204,3 +204,19 @@ def test_the_per_row_selection_drops_what_a_stable_sort_drops(levels):
         by_sort = torch.ones_like(scores, dtype=torch.bool)
         by_sort.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], False)
         assert torch.equal(_drop_lowest_per_row(scores, k), by_sort)
+
+
+def test_sparsegpt_only_reads_its_hessian_and_the_statistics_let_theirs_go():
+    """SparseGPT's memory at 8B is a few (in × in) matrices: it must not copy H needlessly nor
+    change the caller's, and the statistics hand theirs over instead of keeping a second one."""
+    from prunekit.llm.layers import InputStats
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    x[:, 3] = 0  # a dead input: the one case that needs a modified copy
+    stats = InputStats(16, gram=True)
+    stats.add(x)
+    expected = stats.hessian()
+    hessian = stats.release_hessian()
+    assert stats.gram is None and torch.equal(hessian, expected)
+    before = hessian.clone()
+    sparsegpt_module.sparsegpt(torch.randn(8, 16), hessian, 0.5)
+    assert torch.equal(hessian, before)

@@ -8,6 +8,7 @@ import statistics
 from .common import MIB, md, mean_std, pm, runs_of, secs, table
 from .deploy import KERNEL_RUNS, kernel_runs, mlp_90
 from .deploy import KERNELS as SPARSE_KERNELS
+from .llm import RANKS as LLM_RANKS
 from .llm import STREAM as LLM_STREAM
 from .magnitude import DEMO, GT, GVO, GVO_MAIN, HAN, L50, LOT1D, _gvo_merge, gt_at
 from .search import LAT, SVU, _seeds
@@ -147,6 +148,23 @@ def llm_stream(src):
             f"cap {d['cap_bytes'] / gib:.1f} GiB; whole model in memory {peak['prune']:.2f} GiB", _page("llm"))
 
 
+def llm_8b(src):
+    d, gib = src["llm/llm-8b-wanda.json"], 2 ** 30
+    row = d["rows"][0]
+    return ("Wanda 50 % on a Llama-3-8B-shaped bf16 model (15 GiB), streamed on 2 cores: peak RSS, time",
+            f"{row['peak_rss'] / gib:.2f} GiB, {row['seconds'] / 60:.0f} min"
+            + (" (machine shared: an upper bound)" if d.get("note") else ""),
+            "goals 6 GiB and 45 min; output bf16, read back by `from_pretrained`", _page("llm"))
+
+
+def llm_ranks(src):
+    d = src[LLM_RANKS]
+    same = all(r["same_masks_as_last_one_rank_run"] for r in d["rows"])
+    return ("Wanda 50 % on Gemma-3 270M under torchrun: 2 ranks × 1 thread over 1 rank × 1 thread",
+            f"{d['speedup_2_over_1']:.2f}x, {'the same' if same else 'different'} masks",
+            "goal 1.6x, masks identical", _page("llm"))
+
+
 def sparse_mlp(src):
     runs = [mlp_90(run)[1] for _, run in kernel_runs(src)]
     turns = [r["speedup"] for r in runs]
@@ -164,10 +182,11 @@ def sparse_mlp(src):
 
 
 ROWS = (global_threshold, han2015, lenet300_50x, gradual, lottery, slimming, coverage, coverage_timm, coverage_yolo,
-        timing, realized_resnet, realized_effnet, search_latency, search_macs, llm_stream, sparse_mlp, demo)
+        timing, realized_resnet, realized_effnet, search_latency, search_macs, llm_stream, llm_8b, llm_ranks, sparse_mlp,
+        demo)
 
 
 @table("claims", GT, HAN, SLIM, LOT1D, L50, f"{GVO}*.json", *COV_PATHS, COV_TIMM, COV_YOLO, TIMING[0],
-       f"{RS}-1thread.json", f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, *KERNEL_RUNS, DEMO)
+       f"{RS}-1thread.json", f"{RS}-ort-effnet-b1.json", BOUND, LAT[0], f"{SVU}*.json", LLM_STREAM, "llm/llm-8b-wanda.json", LLM_RANKS, *KERNEL_RUNS, DEMO)
 def claims(src):
     return md(("claim", "prunekit", "held against", "page"), [row(src) for row in ROWS])

@@ -97,8 +97,10 @@ def _structured_label(row) -> str:
     if row["method"] == "dense":
         return "dense"
     cut = row["structured"]
+    kept = row.get("heads_after")  # (query, key/value) heads left: the nearest count the config accepts
+    heads = f"heads={cut.get('heads', 0):g}" + (f" ({kept[0]} of 4 query heads kept)" if kept else "")
     parts = [f"{cut['layers']} blocks" if "layers" in cut else "",
-             f"heads={cut['heads']:g}" if "heads" in cut else "", f"ffn={cut['ffn']:g}" if "ffn" in cut else ""]
+             heads if "heads" in cut else "", f"ffn={cut['ffn']:g}" if "ffn" in cut else ""]
     return ", ".join(p for p in parts if p) + (", recovered" if cut.get("recover") else "")
 
 
@@ -152,3 +154,40 @@ def fit_bound(src):
     return md(("layers re-fitted at 30 %", "relative error as sliced: median (range)",
                "best least-squares re-fit: median (range)"),
               [(len(rows), spread("sliced_error"), spread("refit_error"))])
+
+
+EIGHT_B = "llm/llm-8b-*.json"
+RANKS = "llm/llm-ranks-gemma3.json"
+
+
+def _eight_b_row(d, r):
+    """A whole streamed row, or a bound from its first blocks (time only, nothing written)."""
+    gib, size = 2 ** 30, d["weights_bytes"]
+    if "bound_seconds" in r:
+        return (r["row"], f"≤ {r['bound_seconds'] / 60:.0f} min (bound: {r['blocks_timed']} of 32 blocks timed, "
+                f"{max(r['block_seconds']):.0f} s the slowest)", f"{r['peak_rss'] / gib:.2f} GiB",
+                f"{r['peak_rss'] / size:.2f}", f"{r['sparsity']:.3f} (last block)", "not written (bound)")
+    load = r["load"]
+    return (r["row"], f"{r['seconds'] / 60:.1f} min", f"{r['peak_rss'] / gib:.2f} GiB", f"{r['peak_rss'] / size:.2f}",
+            f"{r['sparsity']:.3f}", f"yes, {load['dtype'].removeprefix('torch.')}, block 0 up_proj "
+            f"{load['block0_up_zeros']:.3f} zero")
+
+
+@table("llm-8b", EIGHT_B)
+def eight_b(src):
+    from .common import RUNS
+    out = []
+    for path in sorted((RUNS / "llm").glob("llm-8b-*.json")):
+        d = src[f"llm/{path.name}"]
+        out += [(*_eight_b_row(d, r), d.get("note") or "alone") for r in d["rows"]]
+    return md(("streamed", "time", "peak RSS", "of the model's bytes", "sparsity", "from_pretrained reads it",
+               "machine"), out)
+
+
+@table("llm-ranks", RANKS)
+def ranks(src):
+    d = src[RANKS]
+    out = [(f"{r['ranks']} × 1 thread", r["repeat"] + 1, f"{r['seconds']:.1f} s", f"{r['sparsity']:.3f}",
+            "yes" if r["same_masks_as_last_one_rank_run"] else "no") for r in d["rows"]]
+    out.append(("2 ranks over 1 (fastest of each)", "", f"{d['speedup_2_over_1']:.2f}×", "", ""))
+    return md(("Gemma-3 270M, Wanda 50 %", "run", "llm.prune time", "sparsity", "masks = 1-rank masks"), out)

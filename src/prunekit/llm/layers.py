@@ -39,8 +39,10 @@ def stored(layer) -> torch.Tensor:
 
 
 def matrix_shape(layer) -> tuple:
-    """(out, in) of the weight, without copying it."""
-    shape = tuple(stored(layer).shape)
+    """(out, in) of the weight, without copying it (Conv1D and gpt-oss's experts store (in, out))."""
+    if isinstance(layer, ExpertMatrix):
+        return tuple(layer.out_in().shape)
+    shape = tuple(layer.weight.shape)
     return shape[::-1] if _is_conv1d(layer) else shape
 
 
@@ -104,6 +106,12 @@ class InputStats:
     def hessian(self) -> torch.Tensor:
         """X^T X / tokens: the layer-wise reconstruction Hessian up to a factor of 2."""
         return self.gram / max(self.tokens, 1)
+
+    def release_hessian(self) -> torch.Tensor:
+        """hessian(), computed in the Gram matrix's own memory, which these statistics then let
+        go (SparseGPT's peak memory at 8B is a few of these matrices)."""
+        gram, self.gram = self.gram, None
+        return gram.div_(max(self.tokens, 1))
 
 
 def collect(block: nn.Module, layers: dict, run, gram: bool) -> dict:

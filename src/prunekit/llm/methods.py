@@ -77,4 +77,4 @@ def wanda(weight: torch.Tensor, stats, sparsity: float, pattern=None) -> torch.T
 
 @method("sparsegpt", needs="hessian")
 def sparsegpt_method(weight: torch.Tensor, stats, sparsity: float, pattern=None) -> torch.Tensor:
-    return sparsegpt(weight, stats.hessian(), sparsity, pattern)
+    return sparsegpt(weight, stats.release_hessian(), sparsity, pattern)

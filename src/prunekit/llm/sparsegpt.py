@@ -26,13 +26,18 @@ MAX_DAMP = 10.0
 
 
 def _upper_inverse_factor(hessian: torch.Tensor, damp: float):
-    """Upper Cholesky factor of (H + damp·mean(diag H)·I)⁻¹, or None where it does not exist."""
-    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    damped = hessian + damp * hessian.diagonal().mean() * eye
+    """Upper Cholesky factor of (H + damp·mean(diag H)·I)⁻¹, or None where it does not exist.
+    At most two (in × in) matrices besides H live at once: an 8B model's FFN output layer has
+    14336 inputs, 0.8 GB a matrix."""
+    damped = hessian.clone()
+    damped.diagonal().add_(damp * hessian.diagonal().mean())
     lower, info = torch.linalg.cholesky_ex(damped)
+    del damped
     if int(info) != 0:
         return None
-    upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+    inverse = torch.cholesky_inverse(lower)
+    del lower
+    upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
     return None if int(info) != 0 else upper
 
 
@@ -79,11 +84,13 @@ def _solve(weight, hinv, sparsity, pattern):
 
 
 def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, pattern=None) -> torch.Tensor:
-    """The pruned and updated (out, in) matrix; `hessian` is X^T X / tokens (in, in)."""
-    weight, hessian = weight.float().clone(), hessian.float().clone()
+    """The pruned and updated (out, in) matrix; `hessian` is X^T X / tokens (in, in), only read."""
+    weight, hessian = weight.float().clone(), hessian.float()
     dead = hessian.diagonal() == 0  # inputs that are always zero: their weights do nothing
-    hessian[dead, dead] = 1.0
-    weight[:, dead] = 0.0
+    if bool(dead.any()):
+        hessian = hessian.clone()
+        hessian[dead, dead] = 1.0
+        weight[:, dead] = 0.0
     damp = DAMP
     while damp <= MAX_DAMP:
         hinv = _upper_inverse_factor(hessian, damp)
