@@ -79,7 +79,10 @@ def test_torchrun_run_killed_mid_way_resumes_from_rank_zeros_checkpoint(tmp_path
     assert pid and run.poll() is None, "the run ended before it could be killed"
     os.kill(pid, signal.SIGKILL)  # rank 1 dies mid-run: the job stops
     output, _ = run.communicate(timeout=120)
-    assert run.returncode != 0 and "run the job again with the same --checkpoints" in output
+    # Rank 0 says how to resume when gloo reports the lost peer to it first; torchrun may stop it
+    # before that (seen in 1 of 4 full runs), and then only torchrun's own summary names the kill.
+    assert run.returncode != 0
+    assert "run the job again with the same --checkpoints" in output or "Signal 9 (SIGKILL) received by PID" in output
     stopped_at = torch.load(checkpoints / "last.pt", weights_only=True)["epoch"]
     assert 1 <= stopped_at < 12
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # the job restarted
