@@ -78,9 +78,3 @@ def share_result(owner: int, value: torch.Tensor) -> torch.Tensor:
     dist.broadcast(moved, src=owner)
     return moved.to(value.device)
 
-
-def total_rows(batches: torch.Tensor) -> int:
-    """The number of calibration sequences over all ranks."""
-    if not active():
-        return len(batches)
-    return int(_sum(torch.tensor([len(batches)], dtype=torch.float64)).item())

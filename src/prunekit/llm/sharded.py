@@ -72,24 +72,34 @@ class Shards:
         return out
 
 
+def _kinds(config) -> list:
+    """The config's per-block layer types (Gemma-3's sliding and full attention), or []."""
+    kinds = getattr(config, "layer_types", None)
+    return list(kinds) if isinstance(kinds, list) else []
+
+
+def _with_blocks(config, kinds: list):
+    """A copy of `config` describing blocks of these kinds, or one block where it has no kinds."""
+    small = copy.deepcopy(config)
+    if kinds:
+        small.layer_types = kinds
+    for field in LAYER_FIELDS:
+        if hasattr(small, field):
+            setattr(small, field, len(kinds) or 1)
+    return small
+
+
 def _shell(folder: Path, dtype: torch.dtype):
     """(the model with its blocks' list emptied of weights, the list's name, the block class,
     the config, the names of the weights left on disk): read with one block (one of each layer
     type), in the dtype the shards mostly hold (the blocks keep theirs: a bf16 model runs in
-    bf16 as it does in memory), then told it has all again. transformers reads the weights one at a time onto an
-    empty model and computes the buffers the shards do not hold (rotary tables), so nothing is
-    built twice; the LM head, which the recorded forward never reaches, stays on disk."""
+    bf16 as it does in memory), then told it has all again. transformers reads the weights one
+    at a time onto an empty model and computes the buffers the shards do not hold (rotary
+    tables), so nothing is built twice; the LM head, which the recorded forward never reaches,
+    stays on disk."""
     import transformers
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-    small = copy.deepcopy(config)
-    for field in LAYER_FIELDS:
-        if hasattr(small, field):
-            setattr(small, field, 1)
-    if isinstance(getattr(small, "layer_types", None), list):  # one block of each kind (rotary tables per kind)
-        small.layer_types = list(dict.fromkeys(small.layer_types))
-        for field in LAYER_FIELDS:
-            if hasattr(small, field):
-                setattr(small, field, len(small.layer_types))
+    small = _with_blocks(config, list(dict.fromkeys(_kinds(config))))  # one block of each kind (rotary tables per kind)
     with _quiet_loading(transformers):
         model, info = transformers.AutoModelForCausalLM.from_pretrained(
             folder, config=small, dtype=dtype, local_files_only=True, output_loading_info=True)
@@ -150,12 +160,7 @@ def _converted_block(shell, config, index: int, name: str, state: dict) -> nn.Mo
     """Block `index` read by from_pretrained into a model of that one block (the stored names
     converted as transformers converts them), then taken out of it."""
     import transformers
-    small = copy.deepcopy(config)
-    for field in LAYER_FIELDS:
-        if hasattr(small, field):
-            setattr(small, field, 1)
-    if isinstance(getattr(small, "layer_types", None), list):
-        small.layer_types = [config.layer_types[index]]
+    small = _with_blocks(config, _kinds(config)[index:index + 1])
     with _quiet_loading(transformers):
         one = type(shell).from_pretrained(None, config=small, state_dict={f"{name}.0.{k}": v for k, v in state.items()},
                                           dtype=shell.dtype)
