@@ -125,3 +125,12 @@ def test_moe_checkpoints_stream_as_in_memory(family, tmp_path):
     again = type(model).from_pretrained(tmp_path / "out").eval()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, again.state_dict()[name]), name
+
+
+def test_a_cut_off_shard_is_one_line_naming_the_file_and_writes_nothing(tmp_path):
+    build("llama").to(torch.bfloat16).save_pretrained(tmp_path / "in", max_shard_size="40KB")
+    shard = sorted((tmp_path / "in").glob("model-0000*.safetensors"))[1]
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(PruneError, match=f"{shard.name}: not a readable safetensors file"):
+        llm.prune_sharded(tmp_path / "in", tmp_path / "out", BATCHES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -43,6 +43,18 @@ def _common_float(dtypes: dict) -> torch.dtype:
     return max(set(floats), key=floats.count) if floats else torch.float32
 
 
+@contextlib.contextmanager
+def _open(path: Path, tensor: str | None = None):
+    """safe_open, a damaged or cut-off shard refused in one line naming the file (and tensor)."""
+    try:
+        with safe_open(path, "pt") as f:
+            yield f
+    except (OSError, SafetensorError) as err:
+        what = f" (tensor {tensor})" if tensor else ""
+        raise PruneError(f"{path}{what}: not a readable safetensors file ({err}); the model's shards are damaged "
+                         "or incomplete") from None
+
+
 class Shards:
     """Tensors by name across a folder's safetensors files, read one at a time."""
 
@@ -51,7 +63,7 @@ class Shards:
         if index.is_file():
             self.where = {k: folder / f for k, f in json.loads(index.read_text())["weight_map"].items()}
         elif (folder / "model.safetensors").is_file():
-            with safe_open(folder / "model.safetensors", "pt") as f:
+            with _open(folder / "model.safetensors") as f:
                 self.where = dict.fromkeys(f.keys(), folder / "model.safetensors")
         else:
             raise PruneError(f"{folder}: no model.safetensors or model.safetensors.index.json")
@@ -60,14 +72,14 @@ class Shards:
         """{name: torch dtype} of every tensor, from the files' headers (no tensor is read)."""
         out = {}
         for path in sorted(set(self.where.values())):
-            with safe_open(path, "pt") as f:
+            with _open(path) as f:
                 out.update({name: f.get_slice(name).get_dtype() for name in f.keys()})
         return {name: _DTYPES.get(code) for name, code in out.items()}
 
     def read(self, names) -> dict:
         out = {}
         for name in names:
-            with safe_open(self.where[name], "pt") as f:
+            with _open(self.where[name], name) as f:
                 out[name] = f.get_tensor(name)
         return out
 
