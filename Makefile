@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser demo test bench fuzz clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -c "from prunekit.deploy import build; print(build.build())" || echo "no C compiler: prunekit's own sparse kernels are off, torch's still run"
+	$(PY) -c "from prunekit.deploy import build; print(build.build())" || echo "prunekit's own sparse kernels are off (why: the line above); torch's still run"
 	touch $(STAMP)
 
 # Datasets are fetched on purpose, here, into $PRUNEKIT_HOME: no library call downloads.
@@ -36,6 +36,11 @@ bench: setup
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(VENV)/bin/prunekit data fetch all
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
+
+# The long fuzz campaign (tests/fuzz_campaign.py): 100,000 damaged forms, files and sparse-layer
+# buffers, each refused with a PruneError or equal to a reference decoder; counts in docs/results/runs/fuzz.json.
+fuzz: setup
+	$(PY) tests/fuzz_campaign.py --cases 100000 --seed 2024 --json docs/results/runs/fuzz.json
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

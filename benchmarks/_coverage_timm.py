@@ -11,12 +11,12 @@ import warnings
 PREFIX = "timm/"
 
 
-def _param_count_meta(name):
+def _param_count_meta(name, **kwargs):
     import timm
     import torch
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False, **kwargs)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -47,25 +47,31 @@ def known(name):
     return is_timm(name) and name[len(PREFIX):] in timm.list_models()
 
 
-def build(name):
+def build(name, **kwargs):
+    """timm model `name` ("timm/<name>"), random init, seed 0, eval mode; `kwargs` go to
+    timm.create_model (num_classes, img_size, ...)."""
     import timm
     import torch
     torch.manual_seed(0)
-    return timm.create_model(name[len(PREFIX):], pretrained=False).eval()
+    return timm.create_model(name[len(PREFIX):], pretrained=False, **kwargs).eval()
 
 
-def param_count(name):
+def param_count(name, **kwargs):
     try:
-        return _param_count_meta(name[len(PREFIX):])
+        return _param_count_meta(name[len(PREFIX):], **kwargs)
     except Exception:  # noqa: BLE001 - then the model is kept
         return None
 
 
-def example_input(model, batch=1):
-    """A batch at the model's default input size (pretrained_cfg["input_size"])."""
+def example_input(model, batch=1, size=None):
+    """A batch at the model's default input size (pretrained_cfg["input_size"]), or at
+    `size` x `size` pixels with the model's channel count."""
     import torch
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(batch, *model.pretrained_cfg["input_size"], generator=generator)
+    shape = model.pretrained_cfg["input_size"]
+    if size is not None:
+        shape = (shape[0], size, size)
+    return torch.randn(batch, *shape, generator=generator)
 
 
 def tp_fixups(model):

@@ -103,7 +103,10 @@ def main():
                 results.append({"method": method, "weights": numel, "error": reason})
                 continue
             out = subprocess.run([sys.executable, __file__, "--child", method, str(numel)],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True)
+            if out.returncode:  # a crash, not a refused call (those are recorded as the row's error)
+                raise SystemExit(f"global_threshold: {method} at {size} failed (exit {out.returncode}):\n"
+                                 f"{out.stderr[-3000:]}")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(_line(results[-1]), flush=True)
     _summary(results)

@@ -93,9 +93,11 @@ def same_weights(a: Path, b: Path) -> dict:
 
 
 def child(args, step, *paths):
-    line = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--step", step, *map(str, paths)],
-                          capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-    return json.loads(line)
+    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--step", step, *map(str, paths)],
+                          capture_output=True, text=True)
+    if done.returncode or not done.stdout.strip():  # its stderr says why; a bare CalledProcessError would not
+        raise SystemExit(f"llm_stream: step {step} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main():

@@ -52,6 +52,28 @@ def model_folder(name):
     return assets.require(name) if name in assets.MODELS else name
 
 
+def require_inputs(model):
+    """Stop before any row when the text or the model is not there: every row would fail the same way."""
+    from pathlib import Path
+
+    from prunekit.data import assets
+    from prunekit.errors import PruneError
+    try:
+        assets.require("python-docs")
+        folder = model_folder(model)
+    except PruneError as err:
+        raise SystemExit(f"llm_table: {err}") from None
+    if not Path(folder).exists():
+        raise SystemExit(f"llm_table: no model at {folder}: give a Hugging Face folder, a .gguf file or one of "
+                         f"{', '.join(assets.MODELS)} (fetched with prunekit data fetch NAME)")
+
+
+def failure(stderr: str) -> str:
+    """The last line of a failed row's stderr: the exception, with its message."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output (killed?)"
+
+
 def prune_row(model, batches, spec, row):
     """Prune as the row says; the pruning call's time and what it reports go into the row."""
     from prunekit import llm
@@ -161,7 +183,8 @@ def main():
     if args.row:
         print("ROW " + json.dumps(run_row(args, args.row)), flush=True)
         return
-    rows = []
+    require_inputs(args.model)
+    rows, failed = [], []
     for spec in args.rows.split(","):
         child = ["--model", args.model, "--n", str(args.n), "--seq-len", str(args.seq_len), "--eval-tokens",
                  str(args.eval_tokens), "--seed", str(args.seed), "--threads", str(args.threads),
@@ -170,10 +193,14 @@ def main():
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
         if line is None:
-            print(f"{spec}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            print(f"{spec}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
+            failed.append(f"{spec}: {failure(proc.stderr)}")
             continue
         rows.append(json.loads(line[4:]))
         print(summary(rows[-1], rows[0], spec), flush=True)
+    if failed:  # a table missing rows is not this benchmark's table: no --json, and a non-zero exit
+        raise SystemExit(f"llm_table: {len(failed)} of {len(failed) + len(rows)} rows failed"
+                         f"{' (--json not written)' if args.json else ''}:\n" + "\n".join(failed))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -41,8 +41,9 @@ def main():
         print(f"\n=== {script} ===", flush=True)
         target = OUT / script.replace(".py", ".json")
         code = subprocess.call([sys.executable, str(HERE / script), *args, "--json", str(target)])
-        if code:
-            failed.append(script)
+        if code:  # its own message, above, says which row and why
+            failed.append(f"{script} (exit {code})")
+            print(f"=== {script} failed: exit {code}", file=sys.stderr, flush=True)
     if failed:
         sys.exit(f"benchmarks failed: {', '.join(failed)}")
 

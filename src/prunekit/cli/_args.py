@@ -2,7 +2,9 @@
 import argparse
 import json
 import math
+import os
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from prunekit.data.user import IMAGE_SIZE
@@ -84,6 +86,34 @@ def load_dataset(args):
 def write_json(path, payload):
     from prunekit._utils.atomic import write_text
     write_text(Path(path), json.dumps(payload, indent=2, default=str))
+
+
+def check_outputs(files=(), folders=()):
+    """Refuse, before any work, an output the command could not write at the end: a file path
+    that is a folder (or a folder path that is a file), or one under a file or an unwritable
+    folder. None entries (an output not asked for) are skipped."""
+    from prunekit.errors import PruneError
+    for path, folder in [(f, False) for f in files if f] + [(d, True) for d in folders if d]:
+        path = Path(path)
+        if path.is_dir() and not folder:
+            raise PruneError(f"{path} is a folder: give a file name for this output")
+        if path.exists() and not path.is_dir() and folder:
+            raise PruneError(f"{path} is a file: give a folder for the outputs")
+        above = next(p for p in path.absolute().parents if p.exists())
+        if not above.is_dir():
+            raise PruneError(f"cannot write {path}: {above} is a file, not a folder")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise PruneError(f"cannot write {path}: no permission to write in {above}")
+
+
+@contextmanager
+def outputs(*paths):
+    """Temporary paths beside each output (None for one not asked for), renamed onto them
+    together when the block succeeds: a failed run writes none of them and keeps the files
+    already there."""
+    from prunekit._utils.atomic import atomic_path
+    with ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(p)) if p else None for p in paths]
 
 
 def ints(text):

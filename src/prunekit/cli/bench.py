@@ -2,7 +2,7 @@
 kernels, ONNX Runtime, int8), timed side by side over batch sizes and thread counts."""
 import argparse
 
-from prunekit.cli._args import MODEL_HELP, add_weights, ints, load_model, positive_int, write_json
+from prunekit.cli._args import MODEL_HELP, add_weights, check_outputs, ints, load_model, positive_int, write_json
 
 
 def add(add_parser, common):
@@ -22,6 +22,7 @@ def add(add_parser, common):
 
 def run(args):
     from prunekit.deploy.bench import bench
+    check_outputs(files=[args.json])
     model = load_model(args.model, args)
     baseline = load_model(args.baseline, argparse.Namespace(weights=None, trust_pickle=args.trust_pickle)) \
         if args.baseline else None

@@ -1,8 +1,10 @@
 """prunekit compare: every method side by side on one model (the main job)."""
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, floats, write_json
+from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, check_outputs, floats, outputs, write_json
 
 
 def add(add_parser, common):
@@ -27,7 +29,8 @@ def add(add_parser, common):
 def run(args):
     from rich.console import Console
 
-    from prunekit.experiments.compare import CompareConfig, run_compare
+    from prunekit._utils.atomic import atomic_dir
+    from prunekit.experiments.compare import CompareConfig, resume_dir, run_compare, validate
     from prunekit.report import comparison_table, write_report
     overrides = dict(model=args.model, weights=args.weights, trust_pickle=args.trust_pickle or None, dataset=args.dataset, seed=args.seed, epochs=args.epochs,
                      finetune_epochs=args.finetune_epochs, out=Path(args.out), threads=args.threads,
@@ -35,11 +38,16 @@ def run(args):
                      sparsities=args.sparsities, image_size=args.image_size)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
-    result = run_compare(config, quiet=args.quiet)
-    config.out.mkdir(parents=True, exist_ok=True)
-    write_json(config.out / "compare.json", result)
-    if args.json:
-        write_json(args.json, result)
-    write_report(config.out, compute_sensitivity=False)
+    validate(config)
+    check_outputs(files=[args.json], folders=[config.out])
+    # everything is written under temporary names, renamed when the run is complete
+    with outputs(args.json) as (json_path,), atomic_dir(config.out) as staged:
+        result = run_compare(replace(config, out=staged, checkpoints=resume_dir(config.out)), quiet=args.quiet)
+        result["config"]["out"] = str(config.out)
+        write_json(staged / "compare.json", result)
+        if json_path:
+            write_json(json_path, result)
+        write_report(staged, compute_sensitivity=False)
+    shutil.rmtree(resume_dir(config.out), ignore_errors=True)  # complete: nothing left to resume
     Console(width=None if sys.stdout.isatty() else 150).print(comparison_table(result))
     print(f"wrote {config.out}/compare.json, plots and report.html")

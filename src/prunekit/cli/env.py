@@ -1,5 +1,5 @@
 """prunekit env: versions, for bug reports."""
-from prunekit.cli._args import write_json
+from prunekit.cli._args import check_outputs, write_json
 
 
 def add(add_parser, common):
@@ -10,6 +10,7 @@ def add(add_parser, common):
 
 def run(args):
     from prunekit._utils.environment import environment
+    check_outputs(files=[args.json])
     info = environment()
     for key, value in info.items():
         print(f"{key:>10}: {value}")

@@ -1,5 +1,14 @@
 """prunekit evaluate: test accuracy, counts, MACs and latency of a model."""
-from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, load_dataset, load_model, positive_int, write_json
+from prunekit.cli._args import (
+    MODEL_HELP,
+    add_dataset,
+    add_weights,
+    check_outputs,
+    load_dataset,
+    load_model,
+    positive_int,
+    write_json,
+)
 
 
 def add(add_parser, common):
@@ -15,6 +24,7 @@ def add(add_parser, common):
 def run(args):
     from prunekit.measure import measure
     from prunekit.train.loop import evaluate
+    check_outputs(files=[args.json])
     dataset = load_dataset(args)
     model = load_model(args.input, args, dataset)
     metrics = measure(model, dataset.test.x[:args.batch])

@@ -2,7 +2,16 @@
 training (a schedule over the run's steps). Under torchrun, data-parallel (DDP): each rank
 trains on its share of the batches, masks are computed on rank 0 and broadcast, rank 0 alone
 writes checkpoints and the output, and a run restarted with the same --checkpoints resumes."""
-from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, load_dataset, load_model, positive_float, positive_int
+from prunekit.cli._args import (
+    MODEL_HELP,
+    add_dataset,
+    add_weights,
+    check_outputs,
+    load_dataset,
+    load_model,
+    positive_float,
+    positive_int,
+)
 
 
 def add(add_parser, common):
@@ -31,6 +40,7 @@ def run(args):
     from prunekit.integrations.pruners import Pruner
     from prunekit.train import distributed
     from prunekit.train.loop import FitConfig, fit, steps_per_epoch
+    check_outputs(files=[args.output], folders=[args.checkpoints])
     distributed.start()
     dataset = load_dataset(args)
     model = load_model(args.input, args, dataset)

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from prunekit.cli._args import positive_int, write_json
+from prunekit.cli._args import check_outputs, positive_int, write_json
 from prunekit.errors import PruneError
 
 
@@ -87,6 +87,7 @@ def _text(path, part):
 
 def run_prune(args):
     from prunekit.train import distributed
+    check_outputs(files=[args.json], folders=[args.out])
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise PruneError(f"--out {out} exists and is not empty: give a new folder")
@@ -137,13 +138,15 @@ def _run_stream(args, out: Path) -> None:
     import transformers
 
     from prunekit import llm
+    from prunekit._utils.hf_folder import reading
     from prunekit.data import assets
     from prunekit.train.distributed import is_writer
     if args.heads or args.ffn or args.layers or args.owl or args.device:
         raise PruneError("--stream prunes weights one shot, uniformly, on the CPU: no --heads, --ffn, --layers, "
                          "--owl or --device")
     folder = assets.require(args.model) if args.model in assets.MODELS else Path(args.model)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    with reading(folder):  # no tokenizer files, a cut-off config.json: one line naming the folder
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     text, source = _text(args.calibration, "howto.txt")
     batches = llm.calibration(tokenizer, text, n=args.n, seq_len=args.seq_len, seed=args.seed)
     report = llm.prune_sharded(folder, out, batches, method=args.method or "wanda", sparsity=args.sparsity,
@@ -179,6 +182,7 @@ def _save_folder(model, tokenizer, out: Path, fmt: str = "hf") -> None:
 
 def run_evaluate(args):
     from prunekit import llm
+    check_outputs(files=[args.json])
     model, tokenizer = _load(args.model, args.quiet)
     text, source = _text(args.text, "tutorial.txt")
     result = llm.perplexity(model, tokenizer, text, seq_len=args.seq_len, stride=args.stride,

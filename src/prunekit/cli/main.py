@@ -28,11 +28,30 @@ from prunekit.errors import PruneError
 COMMANDS = (compare, run, report, prune, finetune, evaluate, bench, export, sensitivity, search, llm, data, env)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming where the full usage is (exit 2), not
+    the whole usage block; --help still prints it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+class _CommandParser(Parser):
+    """A command's parser (subparsers of subparsers too): arguments it does not know are its
+    own error, so the message points at its --help rather than the top level's."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="prunekit", description="Prune PyTorch models and measure what it bought.")
+    parser = Parser(prog="prunekit", description="Prune PyTorch models and measure what it bought.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     for command in COMMANDS:
         command.add(sub.add_parser, common)
     return parser

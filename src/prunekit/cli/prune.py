@@ -1,5 +1,5 @@
 """prunekit prune: mask weights (magnitude) or remove channels, heads or blocks (--structured)."""
-from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, load_dataset, load_model
+from prunekit.cli._args import MODEL_HELP, add_dataset, add_weights, check_outputs, load_dataset, load_model
 
 
 def add(add_parser, common):
@@ -31,6 +31,7 @@ def run(args):
     from prunekit.structured.prune import prune_structured
     from prunekit.unstructured.magnitude import prune_magnitude
     from prunekit.serialization.sources import is_name
+    check_outputs(files=[args.output])
     dataset = load_dataset(args) if args.structured or is_name(args.input) else None
     model = load_model(args.input, args, dataset)
     if args.structured:

@@ -2,9 +2,11 @@
 cheapest model that keeps an accuracy floor; decisions read the validation split only."""
 from prunekit.cli._args import (
     add_dataset,
+    check_outputs,
     cut,
     fraction,
     load_dataset,
+    outputs,
     positive_int,
     write_json,
 )
@@ -37,6 +39,7 @@ def run(args):
     if (args.target is None) == (args.floor is None):
         raise PruneError("give exactly one of --target (fraction of the cost to remove) or --floor "
                          "(validation accuracy retention to keep)")
+    check_outputs(files=[args.output, args.json])
     model = serialization.load(args.input)
     dataset = load_dataset(args)
     on_val = lambda m: evaluate(m, dataset.val)  # noqa: E731 - decisions read the validation split only
@@ -47,11 +50,12 @@ def run(args):
     for name, value in allocation.items():
         print(f"{name:<24}{what} {value:.3f}")
     print(f"{cost}; validation accuracy {100 * dense:.2f} % -> {100 * metric:.2f} % (before fine-tuning)")
-    serialization.save(model, args.output, format=args.format)
+    with outputs(args.output, args.json) as (output, json_path):  # both or neither
+        serialization.save(model, output, format=args.format)
+        if json_path:
+            write_json(json_path, {"allocation": allocation, "cost": args.cost, "summary": cost,
+                                   "dense_val_accuracy": dense, "val_accuracy": metric})
     print(f"wrote {args.output}")
-    if args.json:
-        write_json(args.json, {"allocation": allocation, "cost": args.cost, "summary": cost,
-                               "dense_val_accuracy": dense, "val_accuracy": metric})
 
 
 def _weights(model, on_val, x, args):

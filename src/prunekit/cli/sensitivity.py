@@ -1,5 +1,5 @@
 """prunekit sensitivity: validation accuracy against sparsity, one layer pruned at a time."""
-from prunekit.cli._args import add_dataset, floats, load_dataset, write_json
+from prunekit.cli._args import add_dataset, check_outputs, floats, load_dataset, outputs, write_json
 
 
 def add(add_parser, common):
@@ -17,6 +17,7 @@ def run(args):
     from prunekit.report.plots import write_sensitivity_plot
     from prunekit.search.layerwise import sensitivity
     from prunekit.train.loop import evaluate
+    check_outputs(files=[args.plot, args.json])
     model = serialization.load(args.input)
     dataset = load_dataset(args)
     curves = sensitivity(model, lambda m: evaluate(m, dataset.val), sparsities=args.sparsities)
@@ -26,9 +27,11 @@ def run(args):
     for name, curve in curves.items():
         if name != "dense":
             print(f"{name:<24}" + "".join(f"{100 * curve[s]:>8.2f}" for s in args.sparsities))
+    with outputs(args.plot, args.json) as (plot, json_path):  # both or neither
+        if plot:
+            write_sensitivity_plot(curves, plot)
+        if json_path:
+            write_json(json_path, {"dense": dense, "layers": {n: {str(s): v for s, v in c.items()}
+                                                              for n, c in curves.items() if n != "dense"}})
     if args.plot:
-        write_sensitivity_plot(curves, args.plot)
         print(f"wrote {args.plot}")
-    if args.json:
-        write_json(args.json, {"dense": dense, "layers": {n: {str(s): v for s, v in c.items()}
-                                                          for n, c in curves.items() if n != "dense"}})

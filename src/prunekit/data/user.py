@@ -109,6 +109,9 @@ def check_arrays(arrays, where) -> dict:
         if x.shape[1:] != arrays["x_train"].shape[1:]:
             raise PruneError(f"{where}: x_{kind} samples are {x.shape[1:]}, "
                              f"x_train's {arrays['x_train'].shape[1:]}; they must match")
+    y = arrays.get("y_train")
+    if y is not None and y.min() == y.max():  # one class: training would "learn" it at 100 %, silently
+        raise PruneError(f"{where}: y_train holds one class only (label {y.min()}); a classifier needs two at least")
     return arrays
 
 
@@ -132,7 +135,7 @@ def from_folder(path, image_size: int = IMAGE_SIZE) -> Dataset:
     arrays = {}
     for kind, folder in split_dirs.items():
         arrays[f"x_{kind}"], arrays[f"y_{kind}"] = _read_images(folder, classes, image_size)
-    arrays = carve(arrays, str(root))
+    arrays = carve(check_arrays(arrays, str(root)), str(root))  # refuses one class (one folder, or one with images)
     log.info("%s: %d classes (%s)", root, len(classes), ", ".join(classes[:10]))
     return to_dataset(content_name("folder", root.name, arrays), arrays, num_classes=len(classes))
 

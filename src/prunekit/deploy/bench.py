@@ -32,7 +32,8 @@ FORMS = ("dense", "pruned", "sparse", "onnx", "int8", "dense-int8")
 def bench(model: nn.Module, sample_shape, *, baseline: nn.Module | None = None, batches=(1, 32),
           threads=(1, 2), forms=FORMS, repeats: int = 30, warmup: int = 3) -> list:
     """[{form, batch, threads, latency {median_s, p10_s, p90_s}, throughput, peak_memory,
-    energy, speedup (vs dense, or vs pruned without a baseline)}], one row per form and cell."""
+    energy, speedup (vs dense, or vs pruned without a baseline)}], one row per form and cell; the
+    "sparse" rows also hold `choice`: each layer's kernel and why (pk.to_sparse's report)."""
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
         raise PruneError(f"unknown form {unknown[0]!r}: choose from {', '.join(FORMS)}")
@@ -84,7 +85,17 @@ def _cell(built, x, threads, repeats, warmup) -> list:
                          "speedup": times[reference]["median_s"] / t["median_s"] if reference in times else None,
                          "peak_memory": None if form == "onnx" else peak_memory(model, (x,)),
                          "energy": _energy(form, model, x, repeats)})
+            if form == "sparse":
+                rows[-1]["choice"] = _choice(model)
     return rows
+
+
+def _choice(model) -> dict:
+    """What pk.to_sparse chose for the cell, and why: {"layers": {layer: {kernel, prior_kernel,
+    reason}}, "model": the whole-model check}."""
+    report = getattr(model, "to_sparse_report", None) or {"layers": {}, "model": None}
+    return {"layers": {name: {k: row[k] for k in ("kernel", "prior_kernel", "reason")}
+                       for name, row in report["layers"].items()}, "model": report["model"]}
 
 
 def _energy(form, model, x, repeats):

@@ -1,16 +1,22 @@
 """pk.to_sparse: each pruned Linear (or Conv2d) layer gets the kernel fastest for it on this machine,
 at the batch the example inputs give it; dense wherever no sparse kernel beats dense by a margin.
 
-The choice is a micro-benchmark per layer: the layer's own input (captured from one forward of
-the example inputs), every kernel that can hold its weight, warm-up, then interleaved rounds,
-compared by the median. A sparse kernel must beat dense by `margin` (10 %) to be chosen: on
-this 2-core machine a layer's median moves by 5-10 % between measurements, and a choice must
-not leave a layer slower than dense where sparsity does not pay. Where the model's Linear
-weights exceed the last-level cache, each timed call starts with the cache swept, as each
-layer's call does inside a forward of such a model.
+Per layer: a bytes-and-FLOPs cost model predicts each kernel's speedup (the prior), then a
+micro-benchmark times the layer on its own input (captured from one forward of the example
+inputs) with every kernel that can hold its weight: warm-up, then interleaved rounds, order
+rotated. deploy/decide.py turns the two into a choice: a measurement overturns the prior only
+when it clearly does (the median speedup's 95 % interval on the other side of the 10 % margin),
+and a choice that overturns it must hold again in fresh rounds. On a loaded machine the timings
+get noisy and the prior decides; on a quiet one they are tight and decide. Where the model's
+Linear weights exceed the last-level cache, each timed call starts with the cache swept, as
+each layer's call does inside a forward of such a model. Last, the whole model is timed on the
+chosen kernels against dense, interleaved; if it is not faster, it stays dense.
+
+Each layer's choice and why ("reason") is in `model.to_sparse_report` (and `report`).
 """
 import statistics
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -18,21 +24,42 @@ from torch import nn
 
 from prunekit._utils.inputs import as_inputs
 from prunekit._utils.validate import check_count, check_range
-from prunekit.deploy.kernels import ORDER, resolve, specs
+from prunekit.deploy import build, decide, formats
+from prunekit.deploy.kernels import ORDER, _OwnKernel, resolve, specs
 from prunekit.deploy.sparse_conv import SparseConv2d, conv_apply, convertible
 from prunekit.deploy.sparse_linear import SparseLinear
 from prunekit.errors import PruneError
 from prunekit.targets import stored_weight
 
+SAMPLE_SECONDS = 0.2  # timed warm, a layer (or the model) is run for at least this long, up to
+MAX_ROUNDS = 100      # this many rounds: a layer of a few microseconds needs many for a tight median
+
 
 def to_sparse(model: nn.Module, example_inputs, *, margin: float = 0.1, kernels=None, rounds: int = 9,
-              min_sparsity: float = 0.0, report: dict | None = None) -> nn.Module:
+              min_sparsity: float = 0.0, report: dict | None = None, check_model: bool = True) -> nn.Module:
     """Replace the model's pruned Linear layers (in place) by SparseLinear where a sparse kernel
-    is measured faster than dense at the example inputs' batch; returns the model.
-    `report`, if given, receives {layer: {"kernel", "batch", "seconds": {kernel: median}}}."""
+    is measured (or, where timings are too noisy to say, predicted) faster than dense at the
+    example inputs' batch, then keep them only if the whole model runs faster than dense; returns
+    the model. `model.to_sparse_report` (and `report`, if given, its "layers") says per layer
+    what was chosen and why (see plan_kernels), and how the whole model compared ("model")."""
     plan = plan_kernels(model, example_inputs, margin=margin, kernels=kernels, rounds=rounds,
                         min_sparsity=min_sparsity)
-    apply_kernels(model, {name: row["kernel"] for name, row in plan.items()})
+    chosen = {name: row["kernel"] for name, row in plan.items() if row["kernel"] != "dense"}
+    originals = {name: model.get_submodule(name) for name in chosen}
+    whole = None
+    try:
+        apply_kernels(model, chosen)
+        if check_model and chosen:
+            whole = _check_model(model, example_inputs, originals, rounds)
+    except BaseException:
+        _swap_in(model, originals)  # a failed call leaves the model as it was
+        raise
+    if whole is not None and not whole["kept"]:
+        _swap_in(model, originals)
+        for name in chosen:
+            plan[name] = {**plan[name], "kernel": "dense", "layer_kernel": chosen[name],
+                          "reason": f"{plan[name]['reason']}; {whole['reason']}"}
+    model.to_sparse_report = {"threads": torch.get_num_threads(), "margin": margin, "model": whole, "layers": plan}
     if report is not None:
         report.update(plan)
     return model
@@ -40,11 +67,20 @@ def to_sparse(model: nn.Module, example_inputs, *, margin: float = 0.1, kernels=
 
 def apply_kernels(model: nn.Module, choice: dict) -> nn.Module:
     """Put SparseLinear / SparseConv2d with the named kernel in place of each named Linear /
-    Conv2d ("dense" leaves it)."""
+    Conv2d ("dense" leaves it). Where prunekit's C kernels cannot be had (no compiler), the layers
+    naming them stay dense, computing the same, with one warning: a model saved on a machine with
+    a compiler loads on one without. Only a choice naming them builds them."""
+    own = {name for name, kernel in choice.items() if isinstance(resolve(kernel)[0], _OwnKernel)}
+    dense = own if own and not build.available() else set()
+    if dense:
+        warnings.warn(f"prunekit's C kernels are unavailable ({build.unavailable_reason()}): "
+                      f"{len(dense)} layer(s) run dense instead", RuntimeWarning, stacklevel=2)
     for name, kernel in choice.items():
         if kernel == "dense":
             continue
         module = model.get_submodule(name)
+        if name in dense and isinstance(module, (nn.Linear, nn.Conv2d)):
+            continue
         if isinstance(module, nn.Linear):
             model.set_submodule(name, SparseLinear.from_linear(module, kernel))
         elif isinstance(module, nn.Conv2d):
@@ -76,7 +112,11 @@ def candidates(model: nn.Module, min_sparsity: float = 0.0) -> dict:
 
 
 def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, min_sparsity=0.0) -> dict:
-    """{layer: {"kernel", "batch", "seconds": {kernel: median seconds}}} without changing the model."""
+    """{layer: row} without changing the model. A row: "kernel" (the choice), "reason" (one
+    line: why), "prior_kernel" and "prior" ({spec: speedup the cost model predicts}), "seconds"
+    ({spec: median seconds}), "spread" ({spec: [25th, 75th percentile seconds]}), "speedup"
+    ({spec: {"median", "low", "high"}}: dense / spec per round, its median and 95 % interval, None
+    where too few rounds bound it), "batch", "threads", "rounds"."""
     check_range("margin", margin, 0.0, 1.0, "[)")
     check_count("rounds", rounds, 1)
     names = list(kernels) if kernels else specs(ORDER)
@@ -85,40 +125,80 @@ def plan_kernels(model, example_inputs, *, margin=0.1, kernels=None, rounds=9, m
     layers = candidates(model, min_sparsity)
     inputs = _layer_inputs(model, example_inputs, layers)
     flush = _cache_flusher(model)
+    threads = torch.get_num_threads()
     plan = {}
     for name, module in layers.items():
         if name not in inputs:
             continue  # not reached by the example inputs: left dense
         x, matrix = inputs[name], module.weight.detach().reshape(module.weight.shape[0], -1)
-        seconds = _time_kernels(module, x, [k for k in names if resolve(k)[0].fits(matrix)], rounds, flush)
-        best = min(seconds, key=seconds.get)
-        if seconds[best] > (1 - margin) * seconds["dense"] or not _confirmed(module, x, best, rounds, flush, margin):
-            best = "dense"
-        plan[name] = {"kernel": best, "batch": int(x.shape[0]), "seconds": seconds}
+        fitting = [k for k in names if k != "dense" and resolve(k)[0].fits(matrix)]
+        packed = _pack(matrix, fitting)
+        prior = decide.predicted_speedups(_loads(module, x, matrix, packed, fitting, threads))
+        samples = _sample_kernels(module, x, fitting, packed, rounds, flush)
+        verdict = decide.decide(prior, samples, margin, threads)
+        if verdict["overturns"]:  # the prior is overturned only by what fresh rounds repeat
+            again = _sample_kernels(module, x, [verdict["at_issue"]], packed, rounds, flush)
+            verdict = decide.confirm(verdict, decide.decide({k: prior[k] for k in again}, again, margin, threads))
+        plan[name] = _row(verdict, prior, samples, int(x.shape[0]), threads)
     return plan
 
 
-def _confirmed(module, x, best, rounds, flush, margin) -> bool:
-    """The winner timed again against dense alone, in fresh rounds: it must still be faster by
-    half the margin. Among several kernels the fastest median is the luckiest too (measured
-    here: a 3x3 convolution chosen 10 % faster came out 0.87x when timed again)."""
-    again = _time_kernels(module, x, [best], rounds, flush)
-    return again[best] <= (1 - margin / 2) * again["dense"]
+def _row(verdict, prior, samples, batch, threads) -> dict:
+    def bounded(v):
+        return v if 0 < v < float("inf") else None
+    spread = {k: statistics.quantiles(v, n=4, method="inclusive")[::2] if len(v) > 1 else [v[0], v[0]]
+              for k, v in samples.items()}
+    return {"kernel": verdict["kernel"], "reason": verdict["reason"], "prior_kernel": verdict["prior_kernel"],
+            "prior": prior, "seconds": {k: statistics.median(v) for k, v in samples.items()}, "spread": spread,
+            "speedup": {k: {"median": m, "low": bounded(lo), "high": bounded(hi)}
+                        for k, (m, lo, hi) in verdict["measured"].items()},
+            "batch": batch, "threads": threads, "rounds": len(samples["dense"])}
 
 
-def _time_kernels(module, x, names, rounds, flush=None) -> dict:
-    """{spec: median seconds} of the layer on its input x, "dense" being the layer itself."""
+def _pack(matrix, names) -> dict:
+    """{kernel name: its tensors}: one packing per kernel, shared by its thread variants."""
+    packed = {}
+    for spec in names:
+        kernel, _ = resolve(spec)
+        if kernel.name not in packed:
+            packed[kernel.name] = kernel.pack(matrix)
+    return packed
+
+
+def _loads(module, x, matrix, packed, names, threads) -> dict:
+    """{spec: (bytes read and written, multiply-adds, threads, bytes copied into rows)} of the
+    layer on input x, for the cost model: dense reads the fp32 weight, a sparse form its tensors
+    (formats.nbytes); a convolution on a sparse kernel first copies its input into rows."""
+    out, width = matrix.shape
+    rows = _conv_rows(module, x) if isinstance(module, nn.Conv2d) else x.shape[0]
+    io = 4 * (x.numel() + rows * out)
+    copied = 8 * rows * width if isinstance(module, nn.Conv2d) else 0  # the rows written, then read
+    loads = {"dense": (matrix.numel() * matrix.element_size() + io, rows * matrix.numel(), threads, 0)}
+    for spec in names:
+        parts = packed[resolve(spec)[0].name]
+        loads[spec] = (formats.nbytes(parts) + io, rows * parts["values"].numel(),
+                       decide.spec_threads(spec, threads), copied)
+    return loads
+
+
+def _conv_rows(conv, x) -> int:
+    """Rows of the convolution's unfolded input: batch x output height x output width."""
+    size = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(x.shape[2:], conv.kernel_size, conv.stride, conv.padding, conv.dilation)]
+    return x.shape[0] * size[0] * size[1]
+
+
+def _sample_kernels(module, x, names, packed, rounds, flush=None) -> dict:
+    """{spec: [seconds, one per round]} of the layer on its input x, "dense" (the layer itself)
+    first; round r times every spec once, so the r-th samples are paired."""
     names = ["dense", *[k for k in names if k != "dense"]]
     bias = None if module.bias is None else module.bias.detach().contiguous()
     weight = module.weight.detach()  # a masked weight's value, computed once: dense runs it as a plain layer
-    matrix = weight.reshape(weight.shape[0], -1)
     dense = (lambda: module._conv_forward(x, weight, bias)) if isinstance(module, nn.Conv2d) else \
         (lambda: F.linear(x, weight, bias))
-    packed, run = {}, {"dense": dense}  # one packing per kernel, shared by its thread variants
+    run = {"dense": dense}
     for spec in names[1:]:
         kernel, threads = resolve(spec)
-        if kernel.name not in packed:
-            packed[kernel.name] = kernel.pack(matrix)
         bound = kernel.bind(packed[kernel.name], threads)
         run[spec] = (lambda f=bound: conv_apply(f, x, bias, module)) if isinstance(module, nn.Conv2d) else \
             (lambda f=bound: f(x, bias))
@@ -127,9 +207,8 @@ def _time_kernels(module, x, names, rounds, flush=None) -> dict:
         for k in names:  # warm-up: caches, thread pool, first-call costs
             run[k]()
         r, spent = 0, 0.0
-        # at least `rounds`, and (timed warm) more, up to 100, until 0.2 s of kernel time: a layer
-        # of a few microseconds needs many samples for a median that noise does not decide
-        while r < rounds or (flush is None and r < 100 and spent < 0.2):
+        # at least `rounds`, and (timed warm) more until SAMPLE_SECONDS of kernel time
+        while r < rounds or (flush is None and r < MAX_ROUNDS and spent < SAMPLE_SECONDS):
             # interleaved, order rotated: drift in the machine's speed and what the previous kernel
             # left in the caches hit every kernel alike
             for k in names[r % len(names):] + names[:r % len(names)]:
@@ -140,7 +219,58 @@ def _time_kernels(module, x, names, rounds, flush=None) -> dict:
                 times[k].append(time.perf_counter() - begun)
                 spent += times[k][-1]
             r += 1
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _check_model(model, example_inputs, originals, rounds) -> dict:
+    """The whole model on the chosen kernels against dense (the original layers swapped back in
+    and out), interleaved: {"kept", "speedup" {median, low, high}, "seconds", "reason"}. Kept
+    when the sparse model was faster in at least half the paired rounds: the layers were chosen
+    one by one, and a model can lose what its layers gained (a thread pool woken between calls,
+    one layer's bytes evicting the next one's)."""
+    sparse = {name: model.get_submodule(name) for name in originals}
+    samples = _sample_models(model, example_inputs, {"dense": originals, "sparse": sparse}, rounds)
+    median, low, high = decide.paired(samples["dense"], samples["sparse"])
+    shown = decide.show((median, low, high))
+    kept = median >= 1
+    return {"kept": kept, "speedup": {"median": median, "low": low if low > 0 else None,
+                                      "high": high if high < float("inf") else None},
+            "seconds": {k: statistics.median(v) for k, v in samples.items()}, "rounds": len(samples["dense"]),
+            "reason": f"whole model {shown} faster than dense" if kept else
+            f"whole model on these kernels {shown} the speed of dense, not faster: kept dense"}
+
+
+def _sample_models(model, example_inputs, variants, rounds) -> dict:
+    """{variant: [seconds per round]} of whole forwards, each variant's layers ({name: module})
+    swapped in before its turn; the last variant's left in."""
+    times = {v: [] for v in variants}
+    order = list(variants)
+    with torch.no_grad():
+        for v in order:  # warm-up
+            _swap_in(model, variants[v])
+            _forward(model, example_inputs)
+        r, spent = 0, 0.0
+        while r < rounds or (r < MAX_ROUNDS and spent < SAMPLE_SECONDS):
+            for v in order[r % len(order):] + order[:r % len(order)]:
+                _swap_in(model, variants[v])
+                begun = time.perf_counter()
+                _forward(model, example_inputs)
+                times[v].append(time.perf_counter() - begun)
+                spent += times[v][-1]
+            r += 1
+    _swap_in(model, variants[order[-1]])
+    return times
+
+
+def _swap_in(model, modules: dict) -> None:
+    for name, module in modules.items():
+        model.set_submodule(name, module)
+
+
+def _forward(model, example_inputs):
+    if isinstance(example_inputs, dict):  # keyword arguments (a tokenizer's output)
+        return model(**example_inputs)
+    return model(*as_inputs(example_inputs))
 
 
 def last_level_cache_bytes() -> int:
@@ -183,10 +313,7 @@ def _layer_inputs(model, example_inputs, layers) -> dict:
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:
         with torch.no_grad():
-            if isinstance(example_inputs, dict):  # keyword arguments (a tokenizer's output)
-                model(**example_inputs)
-            else:
-                model(*as_inputs(example_inputs))
+            _forward(model, example_inputs)
     finally:
         for handle in handles:
             handle.remove()

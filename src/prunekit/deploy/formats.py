@@ -75,13 +75,20 @@ def to_delta8(weight: torch.Tensor, csr: dict | None = None) -> dict:
     return {"rowptr": rowptr, "deltas": deltas, "values": values, "shape": csr["shape"]}
 
 
+def delta8_columns(rowptr: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """The column of every stored entry: the running sum of its row's steps."""
+    rowptr = rowptr.to(torch.int64)
+    row_of = torch.repeat_interleave(torch.arange(rowptr.numel() - 1), rowptr.diff())
+    total = deltas.to(torch.int64).cumsum(0)
+    row_start = torch.cat([total.new_zeros(1), total])[rowptr[:-1]]  # running sum before each row
+    return total - row_start[row_of]
+
+
 def delta8_dense(parts: dict) -> torch.Tensor:
     rows, width = parts["shape"].tolist()
-    rowptr, steps = parts["rowptr"], parts["deltas"].to(torch.int64)
+    rowptr = parts["rowptr"].to(torch.int64)
     row_of = torch.repeat_interleave(torch.arange(rows), rowptr.diff())
-    total = steps.cumsum(0)
-    row_start = torch.cat([total.new_zeros(1), total])[rowptr[:-1]]  # running sum before each row
-    cols = total - row_start[row_of]
+    cols = delta8_columns(rowptr, parts["deltas"])
     out = torch.zeros(rows, width, dtype=parts["values"].dtype)
     kept = parts["values"] != 0  # the bridges hold zeros
     out[row_of[kept], cols[kept]] = parts["values"][kept]

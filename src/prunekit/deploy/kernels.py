@@ -9,10 +9,12 @@
   fewest below 87.5 % sparse), expanded 8 columns at a time with no gathers.
 - nm: prunekit's packed N:M kernel, for weights with at most N nonzeros in every M.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from prunekit.deploy import build, formats
+from prunekit.deploy import build, form_checks, formats
 from prunekit.errors import PruneError
 
 ORDER = ("dense", "torch-csr", "csr16", "csr32", "delta8", "bitmask", "nm")
@@ -42,31 +44,53 @@ def specs(names) -> list:
     return out
 
 
-def _bind_c(fn, weight_parts, out: int, kept: int, extra=(), threads=None):
-    """A function (x, bias) -> y calling the C kernel `fn` on the weight's tensors, with their
-    pointers taken once (a call costs microseconds, which a small layer feels)."""
-    pointers = [t.data_ptr() for t in weight_parts]  # plain ints: ctypes passes them as void* unwrapped
+class CCall:
+    """A C kernel bound to a weight's tensors: called (x, bias) -> y, with the tensors' pointers
+    taken once (a call costs microseconds, which a small layer feels). It holds the tensors,
+    which keeps the pointers valid, and refuses to be pickled (its pointers mean nothing
+    elsewhere): a sparse layer drops it when copied or pickled and binds again."""
 
-    def run(x, bias):
+    def __init__(self, fn, weight_parts, out: int, extra=(), threads=None):
+        self.fn, self.keep, self.out, self.extra, self.threads = fn, weight_parts, out, extra, threads
+        self.pointers = [t.data_ptr() for t in weight_parts]  # plain ints: ctypes passes them as void*
+
+    def __call__(self, x, bias):
         batch, width = x.shape
-        y = torch.empty(batch, out)
-        if fn(*pointers, x.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), batch, width, out,
-              *extra, threads or torch.get_num_threads()):
+        y = torch.empty(batch, self.out)
+        if self.fn(*self.pointers, x.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), batch, width,
+              self.out, *self.extra, self.threads or torch.get_num_threads()):
             raise MemoryError("prunekit's sparse kernel could not allocate its input tiles")
         return y
-    run.keep = weight_parts  # the pointers stay valid while the function lives
-    return run
+
+    def __getstate__(self):
+        raise TypeError("a bound sparse kernel holds raw pointers: copy or pickle the layer, which binds again")
 
 
-class _TorchKernel:
-    """A kernel torch runs, on torch's own threads: binding only closes over the tensors."""
+class _Kernel:
+    """What every kernel shares: `check` (the form's invariants, and the shape the form
+    records: a PruneError where they fail) and `native` (the tensors are exactly what `run`
+    reads: where not, after a dtype conversion, a layer runs the weight dense)."""
+    form_check = staticmethod(form_checks.check_dense)
+    dtypes: dict = {}
+
+    def check(self, parts, rows, width):
+        self.form_check(parts, rows, width)
+        if "shape" in parts:
+            form_checks.check_shape_part(parts, rows, width)
+
+    def native(self, parts) -> bool:
+        return form_checks.exact_dtypes(parts, self.dtypes)
+
+
+class _TorchKernel(_Kernel):
+    """A kernel torch runs, on torch's own threads: binding only holds the tensors."""
 
     @classmethod
     def bind(cls, parts, threads=None):
-        return lambda x, bias: cls.run(parts, x, bias)
+        return functools.partial(cls.run, parts)
 
 
-class _OwnKernel:
+class _OwnKernel(_Kernel):
     """One of prunekit's C kernels: running binds it (pointers, threads) and calls it."""
 
     def run(self, parts, x, bias, threads=None):
@@ -75,6 +99,7 @@ class _OwnKernel:
 
 class Dense(_TorchKernel):
     name = "dense"
+    dtypes = {"weight": torch.float32}
 
     @staticmethod
     def fits(weight):
@@ -95,6 +120,8 @@ class Dense(_TorchKernel):
 
 class TorchCSR(_TorchKernel):
     name = "torch-csr"
+    form_check = staticmethod(form_checks.check_csr)
+    dtypes = {"rowptr": torch.int32, "cols": torch.int32, "values": torch.float32}
 
     @staticmethod
     def fits(weight):
@@ -122,20 +149,23 @@ class OwnRows(_OwnKernel):
     steps between kept columns) and the row bitmask. All keep row pointers, a part saying where
     the kept values sit (`index`) and the values; `pack` and `dense` convert to and from a weight."""
 
-    def __init__(self, name, index, function, pack, dense):
+    def __init__(self, name, index, function, pack, dense, form_check, index_dtype):
         self.name, self.index, self.function = name, index, function
-        self.pack, self.dense = pack, dense
+        self.pack, self.dense, self.form_check = pack, dense, form_check
+        self.dtypes = {"rowptr": torch.int64, index: index_dtype, "values": torch.float32}
 
     def fits(self, weight):
         return build.available() and (self.name != "csr16" or weight.shape[1] <= formats.INDEX16_LIMIT)
 
     def bind(self, parts, threads=None):
-        return _bind_c(getattr(build.library(), self.function), [parts["rowptr"], parts[self.index], parts["values"]],
-                       parts["rowptr"].numel() - 1, parts["values"].numel(), threads=threads)
+        return CCall(getattr(build.library(), self.function), [parts["rowptr"], parts[self.index], parts["values"]],
+                     parts["rowptr"].numel() - 1, threads=threads)
 
 
 class PackedNM(_OwnKernel):
     name = "nm"
+    form_check = staticmethod(form_checks.check_nm)
+    dtypes = {"values": torch.float32, "positions": torch.uint8}
 
     @staticmethod
     def fits(weight):
@@ -151,8 +181,8 @@ class PackedNM(_OwnKernel):
     @staticmethod
     def bind(parts, threads=None):
         out, kept = parts["values"].shape
-        return _bind_c(build.library().pk_nm, [parts["values"], parts["positions"]], out, out * kept,
-                       extra=(kept, *parts["nm"].tolist()), threads=threads)
+        return CCall(build.library().pk_nm, [parts["values"], parts["positions"]], out, extra=(kept, *parts["nm"].tolist()),
+                     threads=threads)
 
     dense = staticmethod(formats.nm_dense)
 
@@ -163,8 +193,10 @@ def _csr(index_bits):
 
 KERNELS = {k.name: k for k in (
     Dense(), TorchCSR(),
-    OwnRows("csr16", "cols", "pk_csr_i16", _csr(16), formats.csr_dense),
-    OwnRows("csr32", "cols", "pk_csr_i32", _csr(32), formats.csr_dense),
-    OwnRows("delta8", "deltas", "pk_delta8", formats.to_delta8, formats.delta8_dense),
-    OwnRows("bitmask", "mask", "pk_bitmask", formats.to_bitmask, formats.bitmask_dense),
+    OwnRows("csr16", "cols", "pk_csr_i16", _csr(16), formats.csr_dense, form_checks.check_csr, torch.int16),
+    OwnRows("csr32", "cols", "pk_csr_i32", _csr(32), formats.csr_dense, form_checks.check_csr, torch.int32),
+    OwnRows("delta8", "deltas", "pk_delta8", formats.to_delta8, formats.delta8_dense, form_checks.check_delta8,
+            torch.uint8),
+    OwnRows("bitmask", "mask", "pk_bitmask", formats.to_bitmask, formats.bitmask_dense,
+            form_checks.check_row_bitmask, torch.uint8),
     PackedNM())}

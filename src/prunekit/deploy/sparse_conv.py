@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.deploy.kernels import resolve
-from prunekit.deploy.sparse_layer import SparseLayer
+from prunekit.deploy.sparse_layer import SparseLayer, checked_kernel
 from prunekit.errors import PruneError
 
 GEOMETRY = ("kernel_size", "stride", "padding", "dilation")
@@ -49,16 +48,17 @@ class SparseConv2d(SparseLayer):
         weight = conv.weight.detach()
         if not convertible(conv) or weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise PruneError("sparse kernels run float32 Conv2d layers on the CPU with groups 1 and zero padding")
-        chosen, _ = resolve(kernel)
         matrix = weight.reshape(weight.shape[0], -1)
-        if not chosen.fits(matrix):
-            raise PruneError(f"kernel {kernel!r} cannot hold a weight of shape {list(weight.shape)}")
-        return cls(conv, kernel, chosen.pack(matrix))
+        return cls(conv, kernel, checked_kernel(kernel, matrix).pack(matrix))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.requires_grad and torch.is_grad_enabled()) or x.device.type != "cpu" or x.dim() != 4:
             raise PruneError("SparseConv2d runs inference only, on 4-D CPU inputs under torch.no_grad()")
-        return conv_apply(self.bound(), x.float(), self.bias, self).to(x.dtype)
+        run = self.bound()
+        return conv_apply(run, x.float(), self._bias_now, self).to(x.dtype)
+
+    def matrix_shape(self) -> tuple:
+        return self.out_channels, self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def to_plain(self) -> nn.Conv2d:
         """The Conv2d this layer computes (what pk.save and ONNX export write)."""

@@ -2,14 +2,13 @@
 import torch
 from torch import nn
 
-from prunekit.deploy.kernels import resolve
-from prunekit.deploy.sparse_layer import SparseLayer
+from prunekit.deploy.sparse_layer import SparseLayer, checked_kernel
 from prunekit.errors import PruneError
 
 
 class SparseLinear(SparseLayer):
-    """y = x W^T + b with W held as `kernel`'s tensors (see SparseLayer). Inference only,
-    float32, CPU: the kernels compute no gradients."""
+    """y = x W^T + b with W held as `kernel`'s tensors (see SparseLayer). Inference only, on
+    the CPU: the kernels compute no gradients, and run float32 (other dtypes run dense)."""
 
     def __init__(self, in_features: int, out_features: int, kernel: str, parts: dict, bias=None):
         super().__init__(kernel, parts, bias)
@@ -20,15 +19,13 @@ class SparseLinear(SparseLayer):
         weight = linear.weight.detach()  # a masked weight's effective value: exact zeros
         if weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise PruneError(f"sparse kernels run float32 weights on the CPU, not {weight.dtype} on {weight.device}")
-        chosen, _ = resolve(kernel)
-        if not chosen.fits(weight):
-            raise PruneError(f"kernel {kernel!r} cannot hold a weight of shape {list(weight.shape)} with this pattern")
+        chosen = checked_kernel(kernel, weight)
         return cls(linear.in_features, linear.out_features, kernel, chosen.pack(weight), linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the common case in few attribute reads (a small layer's whole call is ~20 us): rows of
         # float32 on the CPU, contiguous, needing no gradient, with the kernel already bound
-        if (self._bound is not None and x.dim() == 2 and not x.requires_grad and x.is_cpu
+        if (self.fresh() and x.dim() == 2 and not x.requires_grad and x.is_cpu
                 and x.dtype == torch.float32 and x.shape[1] == self.in_features and x.shape[0] and x.is_contiguous()):
             return self._bound(x, self._bias_now)
         return self._any_input(x)
@@ -46,10 +43,13 @@ class SparseLinear(SparseLayer):
         if flat.shape[0] == 0:
             y = flat.new_zeros(0, self.out_features)
         else:
-            y = self.bound()(flat, self.bias)
+            y = self.bound()(flat, self._bias_now)
         if x.dim() != 2:
             y = y.reshape(*x.shape[:-1], self.out_features)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+    def matrix_shape(self) -> tuple:
+        return self.out_features, self.in_features
 
     def to_plain(self) -> nn.Linear:
         """The Linear layer this layer computes (what pk.save and ONNX export write)."""

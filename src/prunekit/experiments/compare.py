@@ -54,6 +54,7 @@ class CompareConfig:
     latency_repeats: int = 30
     threads: int = 2
     out: Path = field(default_factory=lambda: Path("runs/compare"))
+    checkpoints: Path | None = None  # fine-tuning checkpoints (a run resumes from them); None: OUT/checkpoints
 
     @classmethod
     def quick(cls, **overrides):
@@ -123,7 +124,15 @@ def _checkpoints(config, tag):
     settings = (config.model, config.dataset, config.epochs, config.seed, config.finetune_epochs,
                 config.finetune_limit, config.finetune_lr, config.image_size)
     digest = hashlib.sha1(repr(settings).encode()).hexdigest()[:10]
-    return config.out / "checkpoints" / digest / tag
+    return (config.checkpoints or config.out / "checkpoints") / digest / tag
+
+
+def resume_dir(out) -> Path:
+    """Where a run whose outputs go to `out` keeps its checkpoints until it succeeds: under
+    $PRUNEKIT_HOME, outside `out`, so the outputs are written whole or not at all (atomic_dir)
+    while the same command run again after a failure still resumes."""
+    key = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    return home() / "resume" / key
 
 
 def _finetune_config(config):
@@ -257,5 +266,6 @@ def _kernel_counts(model) -> dict:
 
 def _config_dict(config):
     d = dict(config.__dict__)
+    d.pop("checkpoints")  # where the run kept its state, not a setting of it
     d["out"], d["methods"], d["sparsities"] = str(config.out), list(config.methods), list(config.sparsities)
     return d

@@ -28,6 +28,7 @@ from torch import nn
 from prunekit.errors import PruneError
 from prunekit.llm.blocks import find_blocks, model_device
 from prunekit.llm.moe import ROUTER_NAMES, eager_experts, is_experts
+from prunekit.llm.prune import check_token_ids
 
 log = logging.getLogger(__name__)
 COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")   # modules' and configs' names
@@ -213,6 +214,7 @@ def prune_experts(model: nn.Module, batches: torch.Tensor, experts=0.25) -> Expe
     if not isinstance(batches, torch.Tensor) or batches.dim() != 2 or batches.dtype != torch.long \
             or batches.shape[0] == 0:
         raise PruneError("batches must be a LongTensor of token ids (sequences, tokens): see llm.calibration")
+    check_token_ids(model, batches)
     layers, removed, groups = check_experts(model, experts)
     report = ExpertsReport(layers[0].count - removed)
     if removed == 0:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import PruneError
-from prunekit.llm.prune import _check_batches
+from prunekit.llm.prune import _check_batches, check_token_ids
 
 FFN_LAYOUTS = (  # (in layers, out layer, fused gate+up) relative to the block
     (("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", False),
@@ -182,6 +182,7 @@ def check_calibration(model, batches) -> None:
     """Token ids (sequences, tokens); for a vision model its pixel_values, one image a row."""
     if main_input(model) == "input_ids":
         _check_batches(batches)
+        check_token_ids(model, batches)
     elif not isinstance(batches, torch.Tensor) or not batches.is_floating_point() or batches.dim() < 2 \
             or batches.shape[0] == 0:
         raise PruneError(f"{type(model).__name__} reads {main_input(model)}: pass them as one float tensor "

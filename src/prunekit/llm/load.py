@@ -9,6 +9,7 @@ Nothing is downloaded: `local_files_only` is always set.
 """
 from pathlib import Path
 
+from prunekit._utils.hf_folder import reading
 from prunekit._utils.hf_gguf import load_gguf
 from prunekit.errors import PruneError
 
@@ -27,8 +28,9 @@ def load(source, *, dtype=None):
         return load_gguf(path, dtype=dtype)
     if not (path / "config.json").is_file():
         raise PruneError(f"{source}: not a Hugging Face model folder (no config.json) or a .gguf file")
-    causal = _is_causal(transformers.AutoConfig.from_pretrained(path, local_files_only=True))
-    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
-    model = auto.from_pretrained(path, local_files_only=True, **({"dtype": dtype} if dtype is not None else {}))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with reading(source):  # a cut-off config.json, no weights, no tokenizer: one line naming the folder
+        causal = _is_causal(transformers.AutoConfig.from_pretrained(path, local_files_only=True))
+        auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+        model = auto.from_pretrained(path, local_files_only=True, **({"dtype": dtype} if dtype is not None else {}))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer

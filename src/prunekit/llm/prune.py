@@ -85,6 +85,22 @@ def _check_batches(batches) -> None:
         raise PruneError("batches must be a LongTensor of token ids (sequences, tokens): see llm.calibration")
 
 
+def check_token_ids(model, ids: torch.Tensor, what: str = "batches") -> None:
+    """Every id has a row in the model's input embedding (0 <= id < num_embeddings). An id
+    beyond it (another model's tokenizer, a larger vocabulary) is an IndexError deep inside the
+    embedding's forward otherwise. A model without an nn.Embedding input (ViT) is not checked."""
+    try:
+        rows = getattr(model.get_input_embeddings(), "num_embeddings", None)
+    except (AttributeError, NotImplementedError):
+        return
+    if rows is None or ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= rows:
+        raise PruneError(f"{what} hold token ids {low}..{high}, but {type(model).__name__}'s vocabulary has {rows} "
+                         f"(ids 0..{rows - 1}): tokenize with the model's own tokenizer")
+
+
 def check_options(batches, method, sparsity, pattern, allocation="uniform"):
     """The options alone (before any model is read): the N:M pair, or None."""
     METHODS.get(method)
@@ -101,6 +117,7 @@ def check_options(batches, method, sparsity, pattern, allocation="uniform"):
 
 def _check(model, batches, method, sparsity, pattern, allocation):
     nm = check_options(batches, method, sparsity, pattern, allocation)
+    check_token_ids(model, batches)
     _, blocks = find_blocks(model)
     for index, block in enumerate(blocks):
         check_pattern_fits(index, block, nm, pattern)

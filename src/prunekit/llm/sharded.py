@@ -26,10 +26,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from prunekit._utils.hf_folder import reading
 from prunekit.errors import PruneError
 from prunekit.llm import ranks
 from prunekit.llm.blocks import PassThrough, find_blocks, first_block_inputs, model_device, record_calls
-from prunekit.llm.prune import LLMPruneReport, _prune_block, check_options, check_pattern_fits, finish_report
+from prunekit.llm.prune import (
+    LLMPruneReport,
+    _prune_block,
+    check_options,
+    check_pattern_fits,
+    check_token_ids,
+    finish_report,
+)
 from prunekit.structured.hf_config import LAYER_FIELDS
 from prunekit.train.distributed import barrier, is_writer
 
@@ -238,8 +246,10 @@ def prune_sharded(folder, out, batches: torch.Tensor, *, method: str = "wanda", 
     if out.exists() and any(out.iterdir()):
         raise PruneError(f"{out} exists and is not empty: give a new folder")
     barrier()  # every rank has checked `out` before rank 0 can create it
-    shards = Shards(folder)
-    model, name, block_class, config, on_disk = _shell(folder, _common_float(shards.dtypes()))
+    with reading(folder):  # a cut-off config.json or index, an unknown model type: one line naming the folder
+        shards = Shards(folder)
+        model, name, block_class, config, on_disk = _shell(folder, _common_float(shards.dtypes()))
+    check_token_ids(model, batches)  # the shell holds the real embedding: before any block is read
     calls, inputs = _record(model, name, block_class, config, ranks.share(batches))
     report = LLMPruneReport(method, pattern, "uniform", 0.0, calibration=tuple(batches.shape))
     target = (nm[1] - nm[0]) / nm[1] if nm else float(sparsity)

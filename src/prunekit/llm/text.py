@@ -17,6 +17,7 @@ import torch
 from prunekit._utils.validate import check_count
 from prunekit.errors import PruneError
 from prunekit.llm.blocks import model_device
+from prunekit.llm.prune import check_token_ids
 
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:
@@ -82,6 +83,7 @@ def perplexity(model, tokenizer, text: str, *, seq_len: int = 512, stride: int |
         ids = ids[:check_count("max_tokens", max_tokens, 2)]
     if ids.numel() < 2:
         raise PruneError("the text is shorter than two tokens")
+    check_token_ids(model, torch.cat([torch.tensor(prefix, dtype=torch.long), ids]), "the tokenizer's ids")
     device = model_device(model)
     ids, head = ids.to(device), torch.tensor(prefix, dtype=torch.long, device=device)
     lead = 0 if prefix else 1  # with BOS before it, a window's first token is predicted too

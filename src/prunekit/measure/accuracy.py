@@ -29,6 +29,14 @@ def _batch(batch):
     return inputs, y
 
 
+def _check_labels(y, classes) -> None:
+    """A label the model has no output for would count as wrong, silently: refused. Batch by
+    batch, as `data` is any iterable (train.evaluate checks a split's labels once)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise PruneError(f"labels {int(y.min())}..{int(y.max())} in the data, but the model has {classes} outputs "
+                         f"(classes 0..{classes - 1}): give data whose classes the model has")
+
+
 def top1(model: nn.Module, data) -> float:
     """Fraction of samples whose argmax over the last dim equals the label, in [0, 1]."""
     try:
@@ -39,10 +47,12 @@ def top1(model: nn.Module, data) -> float:
     with _run.inference(model):
         for batch in batches:
             inputs, y = _batch(batch)
-            predicted = _logits(_run.forward(model, inputs)).argmax(dim=-1)
+            logits = _logits(_run.forward(model, inputs))
+            predicted = logits.argmax(dim=-1)
             if predicted.shape != y.shape:
                 raise PruneError(f"predictions have shape {tuple(predicted.shape)} but labels "
                                  f"{tuple(y.shape)}; labels must be class indices")
+            _check_labels(y, logits.shape[-1])
             correct += int((predicted == y.to(predicted.device)).sum())
             total += y.numel()
     if total == 0:

@@ -1,16 +1,20 @@
 """Run a validated prune or compare recipe: data, model, dense training (unless pretrained),
 the prune steps with fine-tuning, evaluation side by side with the dense model, export,
-report; the resolved recipe (every default filled in) is written beside the outputs first.
+report, and the resolved recipe (every default filled in) beside the outputs. The options are
+checked before anything is made, and the outputs written under a temporary folder renamed onto
+`out` when the run is complete: a failed run leaves `out` as it was.
 (An llm recipe is a set of `prunekit llm` options: the CLI runs it.)"""
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from prunekit._utils.atomic import write_text
+from prunekit._utils.atomic import atomic_dir, write_text
 from prunekit.deploy.onnx import export_onnx
 from prunekit.errors import PruneError
-from prunekit.experiments.compare import CompareConfig, pipeline, run_compare
+from prunekit.experiments.compare import CompareConfig, pipeline, resume_dir, run_compare, validate
 from prunekit.recipes.load import dump
 from prunekit.recipes.schema import CompareRecipe, PruneRecipe, SlimRecipe
 from prunekit.recipes.slim import run_slim
@@ -37,29 +41,33 @@ def run(recipe, quiet: bool = False) -> dict:
     if not isinstance(recipe, (PruneRecipe, CompareRecipe)):
         raise PruneError(f"recipes.run takes a prune, compare or slim recipe, not a {recipe.task} one")
     out = Path(recipe.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "recipe.yaml", dump(recipe))
     config = compare_config(recipe)
+    validate(config)
     plan = pipeline([(s.method, s.sparsity) for s in recipe.prune]) if isinstance(recipe, PruneRecipe) else None
-    result = run_compare(config, quiet=quiet, plan=plan)
-    if isinstance(recipe, PruneRecipe):
-        result["exported"] = _export(recipe, out, result)
-    write_text(out / "result.json", json.dumps(result, indent=2, default=str))
-    if recipe.report:
-        write_report(out, compute_sensitivity=False)
+    with atomic_dir(out) as staged:
+        write_text(staged / "recipe.yaml", dump(recipe))
+        result = run_compare(replace(config, out=staged, checkpoints=resume_dir(out)), quiet=quiet, plan=plan)
+        result["config"]["out"] = str(out)
+        if isinstance(recipe, PruneRecipe):
+            result["exported"] = _export(recipe, staged, result, out)
+        write_text(staged / "result.json", json.dumps(result, indent=2, default=str))
+        if recipe.report:
+            write_report(staged, compute_sensitivity=False)
+    shutil.rmtree(resume_dir(out), ignore_errors=True)  # complete: nothing left to resume
     return result
 
 
-def _export(recipe, out: Path, result) -> dict:
-    """The pruned model in the recipe's export forms: {form: path}. Compare already wrote it
-    dense and compressed under OUT/models/; the forms asked for are copied or made from there."""
+def _export(recipe, staged: Path, result, out: Path) -> dict:
+    """The pruned model in the recipe's export forms: {form: its path under `out`}. Compare
+    already wrote it dense and compressed under models/; the forms asked for are copied or made
+    from there, into `staged` (the folder renamed onto `out` when the run is complete)."""
     label = result["runs"][0]["method"]
     sparsity = result["runs"][0]["target_sparsity"]
-    source = out / "models" / f"{label}-{sparsity:g}.safetensors"
-    model = load(source)
-    path = save(model, out / "model.safetensors", format=recipe.export.format, int8=recipe.export.int8)
-    written = {recipe.export.format + ("-int8" if recipe.export.int8 else ""): str(path)}
+    model = load(staged / "models" / f"{label}-{sparsity:g}.safetensors")
+    save(model, staged / "model.safetensors", format=recipe.export.format, int8=recipe.export.int8)
+    written = {recipe.export.format + ("-int8" if recipe.export.int8 else ""): str(out / "model.safetensors")}
     if recipe.export.onnx:
         shape = result["baseline"]["input_shape"]
-        written["onnx"] = export_onnx(model, torch.randn(1, *shape), out / "model.onnx")["path"]
+        export_onnx(model, torch.randn(1, *shape), staged / "model.onnx")
+        written["onnx"] = str(out / "model.onnx")
     return written

@@ -13,14 +13,15 @@ round to nearest), so the file is about 4x smaller again and loads to those roun
 """
 import torch
 
-from prunekit.deploy import formats
+from prunekit.deploy import form_checks, formats
+from prunekit.errors import PruneError
 from prunekit.serialization import sparse_format
 
 FORMS = ("bitmask", "csr16", "csr32", "delta8", "nm")
 
 
 def _matrix(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 2 else tensor.reshape(1, -1)
+    return tensor.flatten(1) if tensor.dim() >= 2 else tensor.reshape(1, -1)  # flatten: a (0, n) tensor too
 
 
 def _candidates(matrix: torch.Tensor) -> dict:
@@ -45,9 +46,9 @@ def _as_stored(parts: dict) -> dict:
     return stored
 
 
-def quantize_rows(values: torch.Tensor, rows: torch.Tensor) -> dict:
-    """int8 values and one scale per row; `rows` gives each value's row."""
-    count = int(rows.max()) + 1 if rows.numel() else 0
+def quantize_rows(values: torch.Tensor, rows: torch.Tensor, count: int) -> dict:
+    """int8 values and one scale for each of `count` rows (rows keeping nothing too); `rows`
+    gives each value's row."""
     peak = torch.zeros(count).scatter_reduce_(0, rows, values.abs().float(), "amax")
     scale = torch.where(peak > 0, peak / 127, torch.ones_like(peak))
     return {"q": torch.round(values / scale[rows]).clamp_(-127, 127).to(torch.int8), "scale": scale}
@@ -79,18 +80,50 @@ def encode(tensor: torch.Tensor, int8: bool = False):
 def _as_int8(form, parts, rows, width) -> dict:
     rows_of = _rows_of(form, parts, rows, width)
     values = parts.pop("values")
-    q = quantize_rows(values.reshape(-1), rows_of)
+    q = quantize_rows(values.reshape(-1), rows_of, rows)
     return {**parts, "values_int8": q["q"].reshape(values.shape), "scale": q["scale"]}
 
 
+_PARTS = {"bitmask": {"values", "bitmask"}, "csr16": {"rowptr", "cols", "values"},
+          "csr32": {"rowptr", "cols", "values"}, "delta8": {"rowptr", "deltas", "values"},
+          "nm": {"values", "positions", "nm"}}
+_INDEX = {"csr16": torch.int16, "csr32": torch.int32}
+
+
+def check(form: str, parts: dict, rows: int, width: int) -> None:
+    """Every invariant of a stored form (form_checks), and its int8 values and scales, before
+    torch reads it: a PruneError saying what is wrong (the caller names the file and tensor)."""
+    names = _PARTS[form] - {"values"} | ({"values_int8", "scale"} if "values_int8" in parts else {"values"})
+    if set(parts) != names:
+        raise PruneError(f"its parts are {sorted(parts)}, a {form} form has {sorted(names)}")
+    if form in _INDEX and parts["cols"].dtype != _INDEX[form]:
+        raise PruneError(f"its column indices are {str(parts['cols'].dtype)[6:]}, a {form} form's are "
+                         f"{str(_INDEX[form])[6:]}")
+    if "values_int8" in parts:
+        q, scale = parts["values_int8"], parts["scale"]
+        if q.dtype != torch.int8 or scale.dtype != torch.float32 or scale.shape != (rows,):
+            raise PruneError(f"its int8 values and scales are {str(q.dtype)[6:]} and {str(scale.dtype)[6:]} "
+                             f"{list(scale.shape)}, not int8 and float32 [{rows}]")
+        if not bool(torch.isfinite(scale).all()):  # pk.save writes finite scales; 0 * inf would be a NaN
+            raise PruneError("its int8 scales are not all finite")
+        parts = {**parts, "values": q.float()}  # the structure checked as the values it decodes to
+    if form == "bitmask":
+        form_checks.check_bitmask(parts, rows * width)
+    else:
+        {"csr16": form_checks.check_csr, "csr32": form_checks.check_csr, "delta8": form_checks.check_delta8,
+         "nm": form_checks.check_nm}[form](parts, rows, width)
+
+
 def decode(form: str, parts: dict, shape: list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The tensor `encode` stored, of `shape`; int8 values come back as `dtype`."""
+    """The tensor `encode` stored, of `shape`; int8 values come back as `dtype`. Checked first:
+    a damaged form is a PruneError, never a wrong tensor or a crash."""
     parts = dict(parts)
     rows = shape[0] if len(shape) >= 2 else 1
     numel = 1
     for size in shape:
         numel *= size
     width = numel // rows if rows else 0
+    check(form, parts, rows, width)
     if "values_int8" in parts:
         q, scale = parts.pop("values_int8"), parts.pop("scale")
         rows_of = _rows_of(form, {**parts, "values": q}, rows, width)

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -17,19 +16,25 @@ from prunekit._utils.atomic import atomic_path
 from prunekit.errors import PruneError
 from prunekit.deploy.choose import apply_kernels
 from prunekit.deploy.sparse_layer import sparse_layers_as_plain
-from prunekit.serialization import codecs, sparse_format
+from prunekit.deploy.kernels import resolve
+from prunekit.serialization import codecs, read
 from prunekit.structured import blocks
 from prunekit.targets import effective_state as _effective_state
-from prunekit.targets import prunable_modules, tied_names
+from prunekit.targets import effective_tensors, prunable_modules, tied_names
 from prunekit.zoo import models as zoo
 
 FORMATS = ("dense", "compressed")
-_PART = ".__"  # a stored tensor's parts and mask: "<name>.__<part>"
-_MASK, _VALUES, _BITMASK = ".__mask", ".__values", ".__bitmask"
+_PART, _MASK = read.PART, read.MASK
 
 
 def _shapes(state):
     return {name: list(tensor.shape) for name, tensor in state.items()}
+
+
+def _model_shapes(model) -> dict:
+    """{name: shape} of every persistent tensor, masked ones by their effective value's shape
+    (the stored tensor's: nothing computed, and the model may be on the meta device)."""
+    return {name: list(stored.shape) for name, _, _, stored in effective_tensors(model)}
 
 
 def _distinct_storage(tensors: dict) -> dict:
@@ -54,10 +59,37 @@ def save(model: nn.Module, path, format: str = "dense", *, int8: bool = False) -
     with sparse_layers_as_plain(model) as kernels:
         tensors, plan = _tensors_and_plan(model, format, int8)
     plan["kernels"] = kernels
+    _check_rebuilds(plan)
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"prunekit": json.dumps(plan)})
     return path
+
+
+def _check_rebuilds(plan) -> None:
+    """pk.load's steps (blocks removed, fresh model cut to the saved shapes), done before the
+    file is written on a fresh model of the saved architecture: a plan that would not rebuild
+    the model is a PruneError now, not a lost result later. A model of no known architecture
+    is rebuilt into the instance its user passes to pk.load, which save cannot make."""
+    if not plan["arch"]:
+        return
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            fresh = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
+    except (NotImplementedError, RuntimeError):  # an __init__ that reads its tensors' values
+        fresh = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
+    try:
+        _remove_skipped(fresh, plan["skipped"])
+        surgery.apply(fresh, _resize_plan(fresh, plan))
+        rebuilt = _model_shapes(fresh)
+    except (PruneError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise PruneError(f"pk.save: a model rebuilt from this save would fail ({type(err).__name__}: {err}); "
+                         "nothing was written. This is a prunekit bug: please report it") from None
+    wrong = [n for n, shape in plan["shapes"].items() if rebuilt.get(n, shape) != shape]
+    if wrong:
+        raise PruneError(f"pk.save: a model rebuilt from this save would give {wrong[0]!r} the shape "
+                         f"{rebuilt[wrong[0]]}, not {plan['shapes'][wrong[0]]}; nothing was written. This is "
+                         "a prunekit bug: please report it")
 
 
 def _tensors_and_plan(model, format, int8):
@@ -89,50 +121,17 @@ def _tensors_and_plan(model, format, int8):
     return tensors, plan
 
 
-def _read(path):
-    path = Path(path)
-    if not path.is_file():
-        raise PruneError(f"no saved model at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:  # one read: header plan and tensors
-            plan = json.loads((f.metadata() or {}).get("prunekit", "null"))
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise PruneError(f"cannot read {path}: not a valid prunekit/safetensors file ({err})") from None
-    if not isinstance(plan, dict) or plan.get("prunekit") != 1:
-        raise PruneError(f"{path} has no prunekit plan; it was not written by pk.save")
-    return tensors, plan
-
-
-def _unpacked(tensors, plan):
-    """Tensors by state name, compressed ones restored, plus {name: mask} for masked ones."""
-    state = {k: v for k, v in tensors.items() if _PART not in k}
-    mask_of = {k[:-len(_MASK)]: v for k, v in tensors.items() if k.endswith(_MASK)}
-    for name, shape in plan["packed"]:  # files written before the forms: bitmask only
-        state[name] = sparse_format.unpack({"values": tensors[name + _VALUES],
-                                            "bitmask": tensors[name + _BITMASK],
-                                            "shape": torch.tensor(shape)})
-    for name, form in plan.get("forms", {}).items():
-        prefix = name + _PART
-        parts = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k != name + _MASK}
-        state[name] = codecs.decode(form["form"], parts, form["shape"], getattr(torch, form["dtype"]))
-    for name in [n for n, _ in plan["packed"]] + list(plan.get("forms", {})):
-        if name in plan["masked"] and name not in mask_of:
-            mask_of[name] = state[name] != 0
-    return state, mask_of
-
-
 def _resize_plan(model, plan):
     """Cuts that slice a fresh model down to the saved shapes and sizes; validated only.
 
     Entries are dropped from the end: the values are overwritten by the saved ones anyway.
     """
-    current = _effective_state(model)
+    current = _model_shapes(model)
     tensors, attrs = {}, {}
     for name, saved in plan["shapes"].items():
         if name not in current:
             continue  # reported with the other mismatches by the caller
-        shape = list(current[name].shape)
+        shape = current[name]
         if len(saved) != len(shape) or any(s > c for s, c in zip(saved, shape)):
             raise PruneError(f"saved tensor {name!r} has shape {saved}, larger than or unlike the "
                              f"given model's {shape}; pass an unpruned model of the saved class")
@@ -150,6 +149,19 @@ def _resize_plan(model, plan):
     return surgery.Cuts(tensors, attrs)
 
 
+def _check_modules(path, model, plan) -> None:
+    """Every module the plan names (tied weights, kernels, skipped blocks) is in the model, and
+    every kernel is one prunekit has."""
+    modules = dict(model.named_modules())
+    named = {n.rpartition(".")[0] for pair in plan.get("tied", {}).items() for n in pair}
+    for name in sorted(named | set(plan.get("kernels", {})) | set(plan.get("skipped", {}))):
+        if name not in modules:
+            raise PruneError(f"{path}: its plan names module {name!r}, which the model lacks; pass the "
+                             "model class the file was saved from")
+    for kernel in plan.get("kernels", {}).values():
+        resolve(kernel)
+
+
 def _remove_skipped(model, skipped):
     """Blocks removed by layer pruning (granularity "layer") are removed from `model` too."""
     names = dict(model.named_modules())
@@ -161,12 +173,24 @@ def _remove_skipped(model, skipped):
 
 
 def load(path, model: nn.Module = None) -> nn.Module:
-    """Rebuild a model saved by pk.save (zoo models from data alone, others into `model`)."""
-    tensors, plan = _read(path)
+    """Rebuild a model saved by pk.save (zoo models from data alone, others into `model`).
+    The file is checked whole (plan, every tensor, names and shapes against the model) before
+    the model changes: a damaged file is one PruneError and leaves a given model as it was."""
+    tensors, plan = read.read(path)
     try:
         return _rebuild(path, tensors, plan, model)
     except (KeyError, TypeError, IndexError) as err:  # a plan edited by hand or cut short
         raise PruneError(f"{path}: its prunekit plan is damaged ({type(err).__name__}: {err})") from None
+
+
+def _fresh(path, arch) -> nn.Module:
+    try:
+        return zoo.build(arch["name"], **arch["kwargs"])
+    except PruneError:
+        raise
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:  # kwargs edited by hand
+        raise PruneError(f"{path}: its plan's architecture {arch['name']!r} cannot be built with "
+                         f"{arch['kwargs']} ({type(err).__name__}: {err})") from None
 
 
 def _rebuild(path, tensors, plan, model):
@@ -174,17 +198,19 @@ def _rebuild(path, tensors, plan, model):
         if not plan.get("arch"):
             raise PruneError(f"{path} holds a model prunekit cannot rebuild alone; pass model= a fresh "
                              "instance of its class")
-        model = zoo.build(plan["arch"]["name"], **plan["arch"]["kwargs"])
-    state, mask_of = _unpacked(tensors, plan)
-    skipped = plan.get("skipped", {})
-    tied = plan.get("tied", {})  # files written before ties were saved once have none
-    expected = {k for k in _effective_state(model)
+        model = _fresh(path, plan["arch"])
+    skipped, tied = plan.get("skipped", {}), plan.get("tied", {})  # older files have neither
+    names = read.stored_names(tensors, plan)
+    expected = {k for k in _model_shapes(model)
                 if k not in tied and not any(k.startswith(b + ".") for b in skipped)}
-    if set(state) != expected:
-        missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+    if names != expected:
+        missing, extra = sorted(expected - names)[:3], sorted(names - expected)[:3]
         raise PruneError(f"{path} does not match the model: missing {missing}, unexpected {extra}")
+    _check_modules(path, model, plan)
+    cuts = _resize_plan(model, plan)  # checked against the model before it changes
+    state, mask_of = read.unpacked(path, tensors, plan)  # every tensor decoded and checked
     _remove_skipped(model, skipped)
-    surgery.apply(model, _resize_plan(model, plan))
+    surgery.apply(model, cuts)
     modules = dict(model.named_modules())
     with torch.no_grad():
         for key, value in state.items():

@@ -93,7 +93,7 @@ def load_weights(model: nn.Module, path, *, trust_pickle: bool = False) -> nn.Mo
     """Copy the weights in `path` into `model` (every key must match, shapes included)."""
     state = _unwrapped(read_state_dict(path, trust_pickle=trust_pickle))
     own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own), key=str)
     if missing or extra:
         raise PruneError(f"{path} does not fit the model: missing {missing[:3]}, unexpected {extra[:3]}"
                          f" ({len(missing)} and {len(extra)} keys)")
@@ -114,7 +114,7 @@ def read_state_dict(path, *, trust_pickle: bool = False) -> dict:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
-            raise PruneError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+            raise PruneError(f"cannot read {path}: not a valid safetensors file ({_first_line(err)})") from None
     loaded = _torch_load(path, trust_pickle)
     if isinstance(loaded, nn.Module):
         return loaded.state_dict()
@@ -134,16 +134,35 @@ def _pickled_model(path, trust_pickle) -> nn.Module:
 def _torch_load(path, trust_pickle):
     if not path.is_file():
         raise PruneError(f"no file at {path}")
+    _check_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
         if trust_pickle:
-            raise PruneError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+            raise PruneError(f"cannot read {path}: {_first_line(err)}") from None
         raise PruneError(f"{path} holds pickled objects beyond tensors, which run code when read; "
                          "pass --trust-pickle (trust_pickle=True) only if you trust the file") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated or not a torch file
-        raise PruneError(f"cannot read {path}: not a complete torch file "
-                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    except Exception as err:  # noqa: BLE001 - truncated, or bytes the unpickler trips on (KeyError, IndexError...)
+        raise PruneError(f"cannot read {path}: not a complete torch file ({_first_line(err)})") from None
+
+
+def _check_torch_file(path) -> None:
+    """Refuse, before torch.load, a file torch.save did not write: torch.save writes a zip
+    archive ("PK"), its legacy format a pickle (protocol 2+, first byte 0x80). Any other file
+    (text, CSV, JSON) would reach the unpickler, which fails with KeyError or IndexError, or
+    reports it as "pickled objects" and wrongly points to --trust-pickle."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        raise PruneError(f"cannot read {path}: the file is empty")
+    if head != b"PK" and head[:1] != b"\x80":
+        raise PruneError(f"cannot read {path}: not a torch file (torch.save writes a zip archive) nor safetensors; "
+                         "give a .safetensors file or a state dict written by torch.save")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _unwrapped(state: dict) -> dict:

@@ -77,7 +77,12 @@ def _sliced(tensor, dims):
 
 
 def _replace(module, name, dims, done):
-    """Slice `module.name` along `dims`; a tensor shared with another module is sliced once."""
+    """Slice `module.name` along `dims`; a tensor shared with another module is sliced once.
+
+    `done` maps id(original) to (original, replacement): holding the original keeps its id
+    from being reused by a tensor made later (an id is unique only among live objects), which
+    would then be taken for it.
+    """
     if parametrize.is_parametrized(module, name):
         plist = module.parametrizations[name]
         plist.original = nn.Parameter(_sliced(plist.original, dims),
@@ -89,9 +94,10 @@ def _replace(module, name, dims, done):
     tensor = getattr(module, name)
     if id(tensor) not in done:
         sliced = _sliced(tensor, dims)
-        done[id(tensor)] = nn.Parameter(sliced, requires_grad=tensor.requires_grad) \
+        sliced = nn.Parameter(sliced, requires_grad=tensor.requires_grad) \
             if isinstance(tensor, nn.Parameter) else sliced
-    setattr(module, name, done[id(tensor)])
+        done[id(tensor)] = (tensor, sliced)
+    setattr(module, name, done[id(tensor)][1])
 
 
 def touched(model, plan: Cuts) -> list:
@@ -107,9 +113,13 @@ def _read_only(module, attr) -> bool:
 
 
 def apply(model: nn.Module, plan: Cuts) -> None:
-    done = {}
+    done, sliced = {}, set()
     for (module_name, tensor_name), dims in plan.tensors.items():
-        _replace(model.get_submodule(module_name), tensor_name, dims, done)
+        module = model.get_submodule(module_name)
+        # one module under two names (timm CoaT: mlp2 = mlp3 = mlp4, a shared cpe) is one cut
+        if (id(module), tensor_name) not in sliced:
+            sliced.add((id(module), tensor_name))
+            _replace(module, tensor_name, dims, done)
     for (module_name, attr), value in plan.attrs.items():
         module = model.get_submodule(module_name)
         if not _read_only(module, attr):  # files saved before shape_attrs skipped them hold some

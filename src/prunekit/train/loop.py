@@ -4,6 +4,7 @@ Validation accuracy picks the best epoch (early stopping); the test split is nev
 Checkpoints are written atomically each epoch and a run with the same folder resumes.
 """
 import logging
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 
 from prunekit._utils.atomic import atomic_path
 from prunekit._utils.seeding import seeded
+from prunekit._utils.validate import check_count, check_range
 from prunekit.errors import PruneError
 from prunekit.train import distributed
 
@@ -42,15 +44,53 @@ class FitResult:
     history: list = field(default_factory=list)  # [{"epoch", "loss", "val"}]
 
 
+def check_config(config: FitConfig) -> FitConfig:
+    """Refuse, before any work, a config the loop would fail on deep inside (batch_size 0:
+    ZeroDivisionError) or follow without a word (negative epochs: no training at all).
+    epochs=0 is allowed: no training, as a fine-tuning budget of zero means."""
+    if not isinstance(config, FitConfig):
+        raise PruneError(f"config must be a FitConfig, got {type(config).__name__}")
+    check_count("FitConfig.batch_size", config.batch_size, 1)
+    for name in ("epochs", "patience", "limit"):
+        check_count(f"FitConfig.{name}", getattr(config, name), 0)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise PruneError(f"FitConfig.seed must be an integer, got {config.seed!r}")
+    check_range("FitConfig.lr", config.lr, 0.0, math.inf, "[)")  # 0 is a frozen model, as tests use
+    check_range("FitConfig.momentum", config.momentum, 0.0, 1.0, "[)")
+    check_range("FitConfig.weight_decay", config.weight_decay, 0.0, math.inf, "[)")
+    check_range("FitConfig.distill", config.distill, 0.0, 1.0)
+    check_range("FitConfig.temperature", config.temperature, 0.0, math.inf, "()")
+    return config
+
+
+def check_labels(labels: torch.Tensor, outputs: int, where: str) -> None:
+    """Every label is a class the model outputs (0 <= label < outputs), checked once on the
+    whole label tensor before any batch runs: a dataset that does not fit the model is one
+    line, not an IndexError inside the loss (fit) or a silently lower accuracy (evaluate)."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= outputs:
+        raise PruneError(f"{where} has labels {low}..{high}, but the model has {outputs} outputs (classes "
+                         f"0..{outputs - 1}): give data whose classes the model has, or a model with one output "
+                         "per class")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split, batch_size: int = 1000) -> float:
-    """Top-1 accuracy on a data split (anything with .batches); the training flag is restored."""
+    """Top-1 accuracy on a data split (anything with .batches); the training flag is restored.
+    Labels the model has no output for are refused (check_labels), on the split's whole label
+    tensor (.y) when it has one, else batch by batch."""
     was_training = model.training
     model.eval()
+    labels = getattr(split, "y", None)
     correct = total = 0
     try:
-        for x, y in split.batches(batch_size):
-            correct += int((model(x).argmax(1) == y).sum())
+        for i, (x, y) in enumerate(split.batches(batch_size)):
+            out = model(x)
+            if labels is None or i == 0:  # the output count is known from the first batch on
+                check_labels(y if labels is None else labels, out.shape[-1], "the evaluation data")
+            correct += int((out.argmax(1) == y).sum())
             total += len(y)
     finally:
         model.train(was_training)
@@ -141,6 +181,7 @@ def student_loss(model, x, y, teacher=None, alpha=0.0, temperature=4.0):
 def steps_per_epoch(dataset, config) -> int:
     """Optimizer steps each process takes per epoch: under torchrun each rank takes every
     world-th batch, and all take the same count (DDP waits for every rank at each step)."""
+    check_config(config)  # callers size schedules with it before fit: batch_size 0 divides by zero
     batches = -(-(config.limit or len(dataset.train)) // config.batch_size)
     return batches if distributed.world() == 1 else batches // distributed.world()
 
@@ -175,13 +216,38 @@ def fit(model: nn.Module, dataset, config: FitConfig = None, *, checkpoint_dir=N
     epoch is a candidate only if it returns True after that epoch, e.g. `lambda: pruner.done`,
     so a schedule is never rolled back to an earlier, denser epoch. With a `teacher`
     (the dense model, say) and config.distill > 0, the loss adds its soft targets."""
-    config = config or FitConfig()
+    config = check_config(config or FitConfig())
     if config.distill and teacher is None:
         raise PruneError("FitConfig.distill > 0 needs fit(..., teacher=model)")
     if teacher is not None:
         teacher.eval()
     with seeded(config.seed):  # dropout draws from the global RNG: the caller's state is restored
+        _check_data(model, dataset)
         return _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teacher)
+
+
+def _check_data(model, dataset) -> None:
+    """Before the first step: the model gives one score per class for a sample, and the
+    labels it trains and validates on are classes it has, two at least."""
+    if len(dataset.train) == 0:
+        raise PruneError("the training data is empty")
+    flags = [(m, m.training) for m in model.modules()]  # each module's own, restored as it was
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(dataset.train.x[:2])
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PruneError(f"fit trains classifiers: the model must map samples to (samples, classes) scores, it "
+                         f"maps 2 samples to {got}")
+    low, high = int(dataset.train.y.min()), int(dataset.train.y.max())
+    if low == high:
+        raise PruneError(f"the training data holds one class only (label {low}): a classifier needs two at least")
+    check_labels(dataset.train.y, out.shape[1], "the training data")
+    check_labels(dataset.val.y, out.shape[1], "the validation data")
 
 
 def _fit(model, dataset, config, checkpoint_dir, quiet, on_step, keep_best, teacher) -> FitResult:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunekit._utils.hf_folder import reading
 from prunekit.errors import PruneError
 
 KINDS = ("torchvision", "timm", "hf", "ultralytics")
@@ -74,12 +75,13 @@ def _hf(folder, num_classes=None, in_chans=None):
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise PruneError(f"{folder}: not a Hugging Face model folder (no config.json)")
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    architecture = (config.architectures or [""])[0]
-    cls = getattr(transformers, architecture, None)
-    if cls is None:
-        raise PruneError(f"{folder}: config.json names no transformers model class ({architecture!r})")
-    model = cls.from_pretrained(path, local_files_only=True).eval()
+    with reading(folder):  # a cut-off config.json, no weights, a damaged weights file: one line
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        architecture = (config.architectures or [""])[0]
+        cls = getattr(transformers, architecture, None)
+        if cls is None:
+            raise PruneError(f"{folder}: config.json names no transformers model class ({architecture!r})")
+        model = cls.from_pretrained(path, local_files_only=True).eval()
     if num_classes is not None and getattr(config, "num_labels", num_classes) != num_classes:
         raise PruneError(f"{folder} has {config.num_labels} labels, the data {num_classes} classes")
     return Logits(model) if "Classification" in architecture else model
