@@ -81,6 +81,10 @@ class SparseLayer(nn.Module):
             parts = self.parts()
             self._check(parts)
             bias = None if self.bias is None else self.bias.detach()
+            rows = self.matrix_shape()[0]
+            if bias is not None and (bias.dim() != 1 or bias.numel() != rows):
+                raise PruneError(f"{type(self).__name__} ({self.kernel}): its bias has shape {list(bias.shape)}, "
+                                 f"not [{rows}]")
             if chosen.native(parts) and (bias is None or form_checks.exact_dtypes({"b": bias}, {"b": torch.float32})):
                 self._bound = chosen.bind(parts, threads)
             else:

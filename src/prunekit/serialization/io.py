@@ -139,7 +139,7 @@ def _resize_plan(model, plan):
         if dims:
             module, _, tensor = name.rpartition(".")
             tensors[(module, tensor)] = dims
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     for module, values in plan.get("attrs", {}).items():
         if module not in modules:
             raise PruneError(f"saved module {module!r} does not exist in the given model; pass the "
@@ -149,10 +149,28 @@ def _resize_plan(model, plan):
     return surgery.Cuts(tensors, attrs)
 
 
+def _check_dtypes(path, model, state) -> None:
+    """Each stored tensor has its model tensor's dtype, or every float tensor in the file
+    shares one other float dtype (a model saved in half precision)."""
+    own = _model_dtypes(model)
+    floats = {v.dtype for v in state.values() if v.is_floating_point()}
+    for key, value in state.items():
+        want = own.get(key)
+        if want is None or value.dtype == want:
+            continue
+        if not (value.is_floating_point() and want.is_floating_point and len(floats) == 1):
+            raise PruneError(f"{path}: tensor {key!r} is {str(value.dtype)[6:]}, the model's is "
+                             f"{str(want)[6:]}; the file is damaged")
+
+
+def _model_dtypes(model) -> dict:
+    return {name: stored.dtype for name, _, _, stored in effective_tensors(model)}
+
+
 def _check_modules(path, model, plan) -> None:
     """Every module the plan names (tied weights, kernels, skipped blocks) is in the model, and
     every kernel is one prunekit has."""
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     named = {n.rpartition(".")[0] for pair in plan.get("tied", {}).items() for n in pair}
     for name in sorted(named | set(plan.get("kernels", {})) | set(plan.get("skipped", {}))):
         if name not in modules:
@@ -164,7 +182,7 @@ def _check_modules(path, model, plan) -> None:
 
 def _remove_skipped(model, skipped):
     """Blocks removed by layer pruning (granularity "layer") are removed from `model` too."""
-    names = dict(model.named_modules())
+    names = dict(model.named_modules(remove_duplicate=False))
     for name in skipped:
         if name not in names:
             raise PruneError(f"saved model skips block {name!r}, which the given model lacks; pass "
@@ -209,14 +227,13 @@ def _rebuild(path, tensors, plan, model):
     _check_modules(path, model, plan)
     cuts = _resize_plan(model, plan)  # checked against the model before it changes
     state, mask_of = read.unpacked(path, tensors, plan)  # every tensor decoded and checked
+    _check_dtypes(path, model, state)
     _remove_skipped(model, skipped)
     surgery.apply(model, cuts)
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     with torch.no_grad():
         for key, value in state.items():
             module_name, _, tensor_name = key.rpartition(".")
-            if key in mask_of:
-                masks.attach(modules[module_name], mask_of[key], tensor_name)
             target = masks.raw_tensor(modules[module_name], tensor_name)
             if target.shape != value.shape:
                 raise PruneError(f"{path}: tensor {key!r} has shape {list(value.shape)}, model has "
@@ -225,6 +242,8 @@ def _rebuild(path, tensors, plan, model):
                 target.copy_(value)
             else:  # a half-precision model stays half precision
                 target.data = value.to(target.device)
+            if key in mask_of:  # after the copy: the mask zeroes what the file stored there
+                masks.attach(modules[module_name], mask_of[key], tensor_name)
     _retie(modules, tied)
     apply_kernels(model, plan.get("kernels", {}))
     return model

@@ -12,7 +12,6 @@ from prunekit.errors import PruneError
 from prunekit.serialization.codecs import FORMS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-_SCALARS = (int, float, str, bool, type(None))
 
 
 class _Bad(Exception):
@@ -41,15 +40,19 @@ def _str(value, field):
 
 
 def _attrs(value, field):
-    _need(isinstance(value, dict) and all(isinstance(v, _SCALARS) or (isinstance(v, list) and all(
-        isinstance(i, _SCALARS) for i in v)) for v in value.values()), field, "an object of sizes")
+    _need(isinstance(value, dict) and all(_size(v) or (isinstance(v, list) and all(map(_size, v)))
+                                          for v in value.values()), field, "an object of sizes (integers >= 0)")
+
+
+def _size(value) -> bool:
+    return type(value) is int and 0 <= value < 2**31
 
 
 def _form(value, field):
     _need(isinstance(value, dict), field, "an object with form, shape and dtype")
-    _need(value.get("form") in FORMS, f"{field}.form", f"one of {', '.join(FORMS)}")
+    _need(isinstance(value.get("form"), str) and value["form"] in FORMS, f"{field}.form", f"one of {', '.join(FORMS)}")
     _shape(value.get("shape"), f"{field}.shape")
-    _need(value.get("dtype") in DTYPES, f"{field}.dtype", f"one of {', '.join(DTYPES)}")
+    _need(isinstance(value.get("dtype"), str) and value["dtype"] in DTYPES, f"{field}.dtype", f"one of {', '.join(DTYPES)}")
 
 
 def _fields(plan: dict) -> None:
