@@ -34,6 +34,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from prunekit._utils.atomic import atomic_path
 from prunekit._utils.paths import home
 from prunekit.errors import PruneError
 
@@ -179,10 +180,8 @@ def _compile(path: Path, compiler: list) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="pk_kernels_", suffix=".tmp")
-    with open(fd, "wb") as file:
-        file.write(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _remove_old(current: Path) -> None:

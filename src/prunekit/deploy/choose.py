@@ -202,16 +202,27 @@ def _sample_kernels(module, x, names, packed, rounds, flush=None) -> dict:
         bound = kernel.bind(packed[kernel.name], threads)
         run[spec] = (lambda f=bound: conv_apply(f, x, bias, module)) if isinstance(module, nn.Conv2d) else \
             (lambda f=bound: f(x, bias))
+    return _interleaved(run, rounds, flush=flush)
+
+
+def _interleaved(run: dict, rounds, *, flush=None, prepare=None) -> dict:
+    """{name: [seconds, one per round]} of each of `run`'s functions, all warmed up first, then
+    timed once per round, at least `rounds` rounds and (timed warm) more until SAMPLE_SECONDS
+    of run time, up to MAX_ROUNDS. `prepare(name)` and `flush()` come before each call, untimed.
+    Interleaved, order rotated: drift in the machine's speed and what the previous call left in
+    the caches hit every one alike, and the r-th samples are paired."""
+    names = list(run)
     times = {k: [] for k in names}
     with torch.no_grad():
         for k in names:  # warm-up: caches, thread pool, first-call costs
+            if prepare is not None:
+                prepare(k)
             run[k]()
         r, spent = 0, 0.0
-        # at least `rounds`, and (timed warm) more until SAMPLE_SECONDS of kernel time
         while r < rounds or (flush is None and r < MAX_ROUNDS and spent < SAMPLE_SECONDS):
-            # interleaved, order rotated: drift in the machine's speed and what the previous kernel
-            # left in the caches hit every kernel alike
             for k in names[r % len(names):] + names[:r % len(names)]:
+                if prepare is not None:
+                    prepare(k)
                 if flush is not None:
                     flush()
                 begun = time.perf_counter()
@@ -243,22 +254,9 @@ def _check_model(model, example_inputs, originals, rounds) -> dict:
 def _sample_models(model, example_inputs, variants, rounds) -> dict:
     """{variant: [seconds per round]} of whole forwards, each variant's layers ({name: module})
     swapped in before its turn; the last variant's left in."""
-    times = {v: [] for v in variants}
-    order = list(variants)
-    with torch.no_grad():
-        for v in order:  # warm-up
-            _swap_in(model, variants[v])
-            _forward(model, example_inputs)
-        r, spent = 0, 0.0
-        while r < rounds or (r < MAX_ROUNDS and spent < SAMPLE_SECONDS):
-            for v in order[r % len(order):] + order[:r % len(order)]:
-                _swap_in(model, variants[v])
-                begun = time.perf_counter()
-                _forward(model, example_inputs)
-                times[v].append(time.perf_counter() - begun)
-                spent += times[v][-1]
-            r += 1
-    _swap_in(model, variants[order[-1]])
+    forward = {v: (lambda: _forward(model, example_inputs)) for v in variants}
+    times = _interleaved(forward, rounds, prepare=lambda v: _swap_in(model, variants[v]))
+    _swap_in(model, variants[list(variants)[-1]])
     return times
 
 

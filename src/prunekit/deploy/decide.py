@@ -30,6 +30,8 @@ stays dense unless it was faster in at least half the paired rounds.
 import math
 import statistics
 
+from prunekit.deploy.kernels import ONE_THREAD
+
 LEVEL = 0.95
 # The cost model's constants, fitted on this project's machine (2 cores of a Zen 3 EPYC; figures
 # from docs/results/sparse-kernels.md): dense at batch 1 streams its weights at about 21 GB/s
@@ -84,7 +86,7 @@ def paired(slow, fast) -> tuple:
 
 
 def spec_threads(spec: str, threads: int) -> int:
-    return 1 if spec.endswith("/1t") else threads
+    return 1 if spec.endswith(ONE_THREAD) else threads
 
 
 def decide(prior: dict, samples: dict, margin: float, threads: int) -> dict:

@@ -76,7 +76,7 @@ class SparseLayer(nn.Module):
 
     def bound(self):
         """The kernel as a function (rows, bias) -> rows, bound to this layer's tensors."""
-        if self._bound is None or any(t._version != v for t, v in self._watched):
+        if not self.fresh():
             chosen, threads = resolve(self.kernel)
             parts = self.parts()
             self._check(parts)

@@ -33,8 +33,13 @@ def _shapes(state):
 
 def _model_shapes(model) -> dict:
     """{name: shape} of every persistent tensor, masked ones by their effective value's shape
-    (the stored tensor's: nothing computed, and the model may be on the meta device)."""
-    return {name: list(stored.shape) for name, _, _, stored in effective_tensors(model)}
+    (the stored tensor's: the model may be on the meta device)."""
+    return {name: list(stored.shape) for name, stored in _stored(model).items()}
+
+
+def _stored(model) -> dict:
+    """{name: stored tensor} of every persistent tensor (a masked one's raw weight)."""
+    return {name: stored for name, _, _, stored in effective_tensors(model)}
 
 
 def _distinct_storage(tensors: dict) -> dict:
@@ -152,7 +157,7 @@ def _resize_plan(model, plan):
 def _check_dtypes(path, model, state) -> None:
     """Each stored tensor has its model tensor's dtype, or every float tensor in the file
     shares one other float dtype (a model saved in half precision)."""
-    own = _model_dtypes(model)
+    own = {name: stored.dtype for name, stored in _stored(model).items()}
     floats = {v.dtype for v in state.values() if v.is_floating_point()}
     for key, value in state.items():
         want = own.get(key)
@@ -163,16 +168,12 @@ def _check_dtypes(path, model, state) -> None:
                              f"{str(want)[6:]}; the file is damaged")
 
 
-def _model_dtypes(model) -> dict:
-    return {name: stored.dtype for name, _, _, stored in effective_tensors(model)}
-
-
 def _check_modules(path, model, plan) -> None:
-    """Every module the plan names (tied weights, kernels, skipped blocks) is in the model, and
-    every kernel is one prunekit has."""
+    """Every module the plan names for tied weights and kernels is in the model, and every kernel
+    is one prunekit has (skipped blocks are checked by _remove_skipped, before it removes any)."""
     modules = dict(model.named_modules(remove_duplicate=False))
     named = {n.rpartition(".")[0] for pair in plan.get("tied", {}).items() for n in pair}
-    for name in sorted(named | set(plan.get("kernels", {})) | set(plan.get("skipped", {}))):
+    for name in sorted(named | set(plan.get("kernels", {}))):
         if name not in modules:
             raise PruneError(f"{path}: its plan names module {name!r}, which the model lacks; pass the "
                              "model class the file was saved from")
