@@ -171,6 +171,9 @@ world = dist.get_world_size() if dist.is_initialized() else 1
 zeros = sum(r["zeros"] for n, r in pk.sparsity(model)["layers"].items() if n.startswith("bert.encoder."))
 total = sum(r["params"] for n, r in pk.sparsity(model)["layers"].items() if n.startswith("bert.encoder."))
 open(f"{sys.argv[1]}/rank{rank}.txt", "w").write(f"{world} {hashlib.sha256(kept).hexdigest()} {zeros / total:.4f}")
+if dist.is_initialized():  # both ranks leave gloo together: one exiting mid-teardown aborts the other
+    dist.barrier()
+    dist.destroy_process_group()
 '''
 
 
